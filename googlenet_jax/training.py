@@ -1,0 +1,269 @@
+"""Train state, the jitted train/eval steps, and the training loop.
+
+The steps are pure functions over `TrainState`, compiled once with `jax.jit`
+(the state is donated). Data parallelism comes from the shardings of their
+inputs: batches split on the mesh's "data" axis, the state replicated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from googlenet_jax import checkpointing, configuration, input_pipeline, sharding
+from googlenet_jax.inits import get_init
+from googlenet_jax.models import GoogLeNet
+
+LN_10 = math.log(10.0)
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or the gradients stopped being finite."""
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int) -> GoogLeNet:
+  m = config.model
+  return GoogLeNet(num_classes=num_classes, variant=m.variant, init_scheme=config.init,
+                   batch_norm=m.batch_norm, aux_logits=m.aux_logits, dropout_rate=m.dropout_rate,
+                   lrn=m.lrn, activation=m.activation, dtype=jnp.dtype(m.dtype))
+
+
+def make_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
+  warmup = int(opt.warmup_epochs * steps_per_epoch)
+  if opt.schedule == "cosine":
+    main = optax.cosine_decay_schedule(opt.lr, max(total_steps - warmup, 1))
+  elif opt.schedule == "step":  # The paper: lr x 0.96 every 8 epochs.
+    main = optax.exponential_decay(opt.lr, int(opt.decay_every_epochs * steps_per_epoch),
+                                   opt.decay_rate, staircase=True)
+  else:
+    main = optax.constant_schedule(opt.lr)
+  if not warmup:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, opt.lr, warmup), main], [warmup])
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
+  if opt.name == "adamw":
+    return optax.adamw(schedule, weight_decay=opt.weight_decay)
+  if opt.name == "adam":
+    tx = optax.adam(schedule)
+  else:
+    momentum = opt.momentum if opt.name in ("momentum", "nesterov") else None
+    tx = optax.sgd(schedule, momentum=momentum, nesterov=opt.name == "nesterov")
+  if opt.weight_decay:
+    tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
+  return tx
+
+
+def init_variables(model: GoogLeNet, rng: jax.Array, image_shape: tuple[int, ...]):
+  """Parameters (and batch stats) for one image of `image_shape` (H, W, C)."""
+  variables = model.init({"params": rng}, jnp.zeros((1,) + tuple(image_shape)), train=False)
+  return variables["params"], variables.get("batch_stats", {})
+
+
+def create_train_state(model, tx, rng, image_shape, mesh) -> TrainState:
+  init_rng, train_rng = jax.random.split(rng)
+
+  @jax.jit
+  def build():
+    params, batch_stats = init_variables(model, init_rng, image_shape)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), rng=train_rng)
+
+  return sharding.put_replicated(build(), mesh)
+
+
+def cross_entropy(logits, labels, num_classes: int, label_smoothing: float) -> jax.Array:
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation, image_size: int,
+                    label_smoothing: float = 0.0, aux_loss_weight: float = 0.3) -> Callable:
+  """(state, uint8 images, labels) -> (state, metrics); jitted, state donated.
+
+  Metrics stay on the device (fetching them every step would sync the host).
+  """
+  def loss_fn(params, state, x, labels, dropout_rng):
+    outputs, updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+        rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    logits, aux = outputs if isinstance(outputs, tuple) else (outputs, [])
+    loss = cross_entropy(logits, labels, model.num_classes, label_smoothing)
+    total = loss + aux_loss_weight * sum(
+        cross_entropy(a, labels, model.num_classes, label_smoothing) for a in aux)
+    return total, (loss, logits, updates.get("batch_stats", {}))
+
+  def train_step(state: TrainState, images, labels):
+    x = input_pipeline.preprocess(images, image_size)
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+    grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
+        state.params, state, x, labels, dropout_rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+        # How much the logits depend on the image: ~0 when the init has collapsed.
+        "logit_std": jnp.mean(jnp.std(logits, axis=0)),
+        "grad_norm": optax.global_norm(grads),
+    }
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              batch_stats=batch_stats)
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(model: GoogLeNet, image_size: int) -> Callable:
+  """(state, images, labels, mask) -> (sums of correct/loss/count, predictions)."""
+  def eval_step(state: TrainState, images, labels, mask):
+    x = input_pipeline.preprocess(images, image_size)
+    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    predictions = jnp.argmax(logits, -1)
+    sums = {"correct": jnp.sum((predictions == labels) & mask), "loss": jnp.sum(losses * mask),
+            "count": jnp.sum(mask)}
+    return sums, predictions
+
+  return jax.jit(eval_step)
+
+
+def evaluate(eval_step, state, images, labels, batch_size, mesh):
+  """Accuracy and mean loss over every example once, plus all predictions."""
+  batch_size = math.ceil(batch_size / mesh.size) * mesh.size
+  totals = {"correct": 0, "loss": 0.0, "count": 0}
+  predictions = []
+  for x, y, mask in input_pipeline.prefetch(
+      input_pipeline.eval_batches(images, labels, batch_size), lambda b: sharding.put_batch(b, mesh)):
+    sums, pred = eval_step(state, x, y, mask)
+    sums, pred, mask = jax.device_get((sums, pred, mask))
+    totals = {k: totals[k] + sums[k] for k in totals}
+    predictions.append(pred[mask])
+  count = int(totals["count"])
+  return ({"accuracy": float(totals["correct"]) / count, "loss": float(totals["loss"]) / count,
+           "count": count},
+          np.concatenate(predictions))
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+  """counts[true, predicted]."""
+  counts = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(counts, (labels, predictions), 1)
+  return counts
+
+
+def check_resumable(workdir, config_dict: dict) -> None:
+  saved = checkpointing.load_config(workdir)
+  if saved is None:
+    return
+  diffs = configuration.incompatible_fields(saved, config_dict)
+  if diffs:
+    raise configuration.ConfigError(
+        f"workdir {workdir} holds a run with another config: {'; '.join(diffs)}. "
+        "Use another --workdir, or the same settings to resume.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter) -> dict:
+  """Trains (resuming from the latest checkpoint in `workdir`) and evaluates each epoch."""
+  config_dict = config.to_dict()
+  check_resumable(workdir, config_dict)
+  dataset = input_pipeline.load_dataset(config.dataset, config.data_dir or None)
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(dataset.train_images), config.batch_size)
+  if steps_per_epoch == 0:
+    raise configuration.ConfigError(
+        f"batch_size {config.batch_size} exceeds the {len(dataset.train_images)} training examples")
+  total_steps = config.steps or config.epochs * steps_per_epoch
+  schedule = make_schedule(config.optimizer, steps_per_epoch, total_steps)
+  tx = make_optimizer(config.optimizer, schedule)
+  model = create_model(config, dataset.num_classes)
+
+  image_shape = (config.image_size, config.image_size, dataset.image_shape[2])
+  state = create_train_state(model, tx, jax.random.key(config.seed), image_shape, mesh)
+  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  checkpointing.save_config(workdir, config_dict)
+  start_step = checkpointer.latest_step() or 0
+  if start_step:
+    state = checkpointer.restore(start_step, state)
+    reporter.message(f"resumed from the checkpoint at step {start_step} in {checkpointer.directory}")
+  elif get_init(config.init).data_dependent:
+    from googlenet_jax import lsuv  # Only LSUV runs need it.
+    state = lsuv.apply_to_state(model, state, dataset, config, mesh)
+
+  train_step = make_train_step(model, tx, config.image_size, config.optimizer.label_smoothing,
+                               config.optimizer.aux_loss_weight)
+  eval_step = make_eval_step(model, config.image_size)
+  reporter.start(start_step, total_steps, steps_per_epoch, describe_run(config, dataset, mesh))
+
+  step, pending, last_eval = start_step, [], {}
+  interval_start, interval_images = time.perf_counter(), 0
+  try:
+    while step < total_steps:
+      epoch, first = divmod(step, steps_per_epoch)
+      batches = input_pipeline.train_batches(dataset.train_images, dataset.train_labels,
+                                             config.batch_size, config.seed, epoch, first)
+      for images, labels in input_pipeline.prefetch(batches, lambda b: sharding.put_batch(b, mesh)):
+        state, metrics = train_step(state, images, labels)
+        step += 1
+        pending.append(metrics)
+        interval_images += config.batch_size
+        epoch_end = step % steps_per_epoch == 0
+        if step % config.log_every_steps == 0 or epoch_end or step == total_steps:
+          averaged = average_metrics(pending, step)
+          elapsed = time.perf_counter() - interval_start
+          reporter.log_train(step, epoch + 1, averaged, float(schedule(step - 1)),
+                             interval_images / elapsed)
+          pending, interval_images, interval_start = [], 0, time.perf_counter()
+        if step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps:
+          checkpointer.save(step, state)
+        if epoch_end or step == total_steps:
+          last_eval, _ = evaluate(eval_step, state, dataset.test_images, dataset.test_labels,
+                                  config.eval_batch_size, mesh)
+          reporter.log_eval(step, epoch + 1, last_eval)
+          interval_start = time.perf_counter()
+        if step == total_steps:
+          break
+  finally:
+    checkpointer.close()
+  if not last_eval:  # Resumed a finished run: evaluate what is there.
+    last_eval, _ = evaluate(eval_step, state, dataset.test_images, dataset.test_labels,
+                            config.eval_batch_size, mesh)
+  return reporter.finish(step, last_eval)
+
+
+def average_metrics(pending: list[dict], step: int) -> dict:
+  """Fetches the pending per-step metrics (one host sync) and averages them."""
+  values = jax.device_get(pending)
+  averaged = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+  if not all(math.isfinite(v) for v in averaged.values()):
+    raise TrainingDiverged(
+        f"loss or gradients became NaN/Inf by step {step} (loss {averaged['loss']}); "
+        "try a lower learning rate or another init")
+  return averaged
+
+
+def describe_run(config, dataset, mesh) -> str:
+  devices = f"{mesh.size} x {mesh.devices.flat[0].platform}"
+  return (f"GoogLeNet ({config.model.variant}) init={config.init} on {dataset.name} "
+          f"({len(dataset.train_images)} train / {len(dataset.test_images)} test) at "
+          f"{config.image_size}x{config.image_size}, batch {config.batch_size}, "
+          f"{config.optimizer.name} lr {config.optimizer.lr}, devices {devices}")

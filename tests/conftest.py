@@ -1,0 +1,47 @@
+"""Shared fixtures: parameter shapes of both variants, tiny IDX datasets."""
+
+import gzip
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from googlenet_jax import GoogLeNet
+
+
+def abstract_variables(model, image_shape, train=False):
+  """Variables of `model` for one image, as shapes only (no compute)."""
+  return jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                                           jnp.zeros((1,) + image_shape), train=train))
+
+
+def kernel_shapes(params) -> set[tuple[int, ...]]:
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  return {tuple(x.shape) for path, x in leaves if jax.tree_util.keystr(path).endswith("['kernel']")}
+
+
+@pytest.fixture(scope="session")
+def all_kernel_shapes():
+  """Every distinct conv/dense kernel shape of the d2l and paper (with aux heads) variants."""
+  d2l = abstract_variables(GoogLeNet(num_classes=10), (96, 96, 1))
+  paper = abstract_variables(GoogLeNet(num_classes=1000, variant="paper", aux_logits=True),
+                             (224, 224, 3))
+  return sorted(kernel_shapes(d2l["params"]) | kernel_shapes(paper["params"]))
+
+
+def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
+  magic = {1: 0x801, 3: 0x803}[array.ndim]
+  header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+  path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path):
+  """A Fashion-MNIST-shaped IDX dataset: 64 train and 20 test 28x28 images."""
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", 64), ("t10k", 20)):
+    write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+    write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+  return tmp_path
