@@ -134,7 +134,7 @@ def load_tfds_dataset(name: str, data_dir: str | None = None) -> Dataset:
   for split in ("train", "test"):
     try:
       source = tfds.data_source(name, split=split, data_dir=data_dir)
-      examples = source.__getitems__(list(range(len(source))))
+      examples = [source[i] for i in range(len(source))]
     except Exception as e:
       raise DataError(f"cannot read TFDS {name}/{split}: {str(e).splitlines()[0]}. Prepare it "
                       f"once online (tfds build {name} --file_format=array_record) or pass "

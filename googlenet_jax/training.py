@@ -7,6 +7,7 @@ inputs: batches split on the mesh's "data" axis, the state replicated.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable
@@ -122,7 +123,7 @@ def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation, image_si
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
         # How much the logits depend on the image: ~0 when the init has collapsed.
         "logit_std": jnp.mean(jnp.std(logits, axis=0)),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               batch_stats=batch_stats)
@@ -180,14 +181,18 @@ def check_resumable(workdir, config_dict: dict) -> None:
         "Use another --workdir, or the same settings to resume.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter) -> dict:
-  """Trains (resuming from the latest checkpoint in `workdir`) and evaluates each epoch."""
-  config_dict = config.to_dict()
-  check_resumable(workdir, config_dict)
-  dataset = input_pipeline.load_dataset(config.dataset, config.data_dir or None)
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
+@dataclasses.dataclass
+class Run:
+  """What a config and a dataset make: the model, optimizer and fresh train state."""
+  model: GoogLeNet
+  tx: optax.GradientTransformation
+  schedule: Callable
+  state: TrainState
+  steps_per_epoch: int
+  total_steps: int
 
+
+def setup_run(config: ml_collections.ConfigDict, dataset, mesh) -> Run:
   steps_per_epoch = input_pipeline.steps_per_epoch(len(dataset.train_images), config.batch_size)
   if steps_per_epoch == 0:
     raise configuration.ConfigError(
@@ -196,9 +201,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
   schedule = make_schedule(config.optimizer, steps_per_epoch, total_steps)
   tx = make_optimizer(config.optimizer, schedule)
   model = create_model(config, dataset.num_classes)
-
   image_shape = (config.image_size, config.image_size, dataset.image_shape[2])
   state = create_train_state(model, tx, jax.random.key(config.seed), image_shape, mesh)
+  return Run(model, tx, schedule, state, steps_per_epoch, total_steps)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter) -> dict:
+  """Trains (resuming from the latest checkpoint in `workdir`) and evaluates each epoch."""
+  config_dict = config.to_dict()
+  check_resumable(workdir, config_dict)
+  dataset = input_pipeline.load_dataset(config.dataset, config.data_dir or None)
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+
+  run = setup_run(config, dataset, mesh)
+  model, schedule, state = run.model, run.schedule, run.state
+  steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
   checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   checkpointing.save_config(workdir, config_dict)
   start_step = checkpointer.latest_step() or 0
@@ -209,7 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
     from googlenet_jax import lsuv  # Only LSUV runs need it.
     state = lsuv.apply_to_state(model, state, dataset, config, mesh)
 
-  train_step = make_train_step(model, tx, config.image_size, config.optimizer.label_smoothing,
+  train_step = make_train_step(model, run.tx, config.image_size, config.optimizer.label_smoothing,
                                config.optimizer.aux_loss_weight)
   eval_step = make_eval_step(model, config.image_size)
   reporter.start(start_step, total_steps, steps_per_epoch, describe_run(config, dataset, mesh))

@@ -45,3 +45,51 @@ def tiny_idx_dir(tmp_path):
     write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
     write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
   return tmp_path
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def tiny_config(**overrides):
+  """configs/default.py shrunk for tests: synthetic data, 32x32, batch 16."""
+  from googlenet_jax import configuration
+  config = configuration.load_config_file(REPO_ROOT / "configs" / "default.py")
+  config.dataset = "synthetic"
+  config.image_size = 32
+  config.batch_size = 16
+  config.eval_batch_size = 256
+  config.steps = 4
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.init = "he_normal"
+  config.optimizer.lr = 0.01
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  configuration.validate(config)
+  return config
+
+
+class SilentReporter:
+  """A Reporter that remembers what it was told instead of printing it."""
+
+  def __init__(self):
+    self.train, self.eval, self.messages = [], [], []
+
+  def message(self, text):
+    self.messages.append(text)
+
+  def start(self, step, total_steps, steps_per_epoch, description):
+    self.start_step = step
+
+  def log_train(self, step, epoch, metrics, lr, images_per_sec):
+    self.train.append({"step": step, **metrics})
+
+  def log_eval(self, step, epoch, metrics):
+    self.eval.append({"step": step, **metrics})
+
+  def finish(self, step, test_metrics):
+    return {"step": step, **test_metrics}
