@@ -94,8 +94,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
                 "keep_checkpoints"):
     check(config[field] > 0, f"{field} must be positive, got {config[field]}")
-  check(config.epochs > 0 or config.steps > 0, "epochs or steps must be positive")
   check(config.epochs >= 0 and config.steps >= 0, "epochs and steps must not be negative")
+  check(config.epochs > 0 or config.steps > 0, "epochs or steps must be positive")
   check(config.image_size >= MIN_IMAGE_SIZE,
         f"image_size {config.image_size} is too small: GoogLeNet halves it five times, so it "
         f"needs at least {MIN_IMAGE_SIZE}")

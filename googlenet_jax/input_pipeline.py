@@ -17,6 +17,7 @@ import dataclasses
 import gzip
 import os
 import pathlib
+import zlib
 from typing import Iterator
 
 import jax
@@ -68,8 +69,10 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
   path = pathlib.Path(path)
   try:
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-  except (OSError, EOFError, gzip.BadGzipFile) as e:
-    raise DataError(f"cannot read {path}: {e}") from None
+  except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+    raise DataError(f"{path} is truncated or corrupt: {e}") from None
+  except OSError as e:
+    raise DataError(f"cannot read {path}: {e.strerror or e}") from None
   header = 4 + 4 * ndim
   if len(raw) < header:
     raise DataError(f"{path} is truncated: {len(raw)} bytes, an IDX header needs {header}")

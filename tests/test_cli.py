@@ -1,0 +1,93 @@
+"""train.py and evaluate answer bad input with one clear line and exit code 2, before any work."""
+
+import hashlib
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT, write_idx
+
+BAD_TRAIN_ARGS = [
+    (["--init", "glorious"], "unknown init scheme 'glorious'"),
+    (["--dataset", "fashon_mnist"], "unknown dataset 'fashon_mnist'"),
+    (["--variant", "resnet"], "unknown variant 'resnet'"),
+    (["--activation", "swish"], "unknown activation 'swish'"),
+    (["--dtype", "float8"], "unknown dtype 'float8'"),
+    (["--lr", "0"], "learning rate must be positive"),
+    (["--lr", "-0.1"], "learning rate must be positive"),
+    (["--batch-size", "0"], "batch_size must be positive"),
+    (["--batch-size", "-8"], "batch_size must be positive"),
+    (["--image-size", "8"], "image_size 8 is too small"),
+    (["--epochs", "-1"], "must not be negative"),
+    (["--config.optimizer.name=lbfgs"], "unknown optimizer 'lbfgs'"),
+    (["--config.optimizer.schedule=linear"], "unknown schedule 'linear'"),
+    (["--config.optimizer.lr=fast"], "bad value for optimizer.lr"),
+    (["--config.optimizer.momentum=1.5"], "momentum must be in"),
+    (["--config.model.batch_norm=maybe"], "bad value for model.batch_norm"),
+    (["--config.no_such_field=1"], "unknown config field 'no_such_field'"),
+    (["--config.model.depth=3"], "unknown config field 'model.depth'"),
+    (["--frobnicate"], "unrecognized argument '--frobnicate'"),
+    (["--config", "configs/nope.py"], "config file configs/nope.py does not exist"),
+    (["--epochs", "two"], "invalid int value"),
+    (["--workdir", "/etc/passwd/run"], "is not writable"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "does not hold the mnist IDX files"),
+    (["--dataset", "tfds:not_a_dataset_xyz"], "TFDS has no dataset 'not_a_dataset_xyz'"),
+]
+
+
+def run_cli(args, cwd=REPO_ROOT, module=None):
+  command = [sys.executable] + (["-m", module] if module else [str(REPO_ROOT / "train.py")]) + args
+  return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def snapshot(directory: pathlib.Path) -> dict:
+  return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("args,message", BAD_TRAIN_ARGS, ids=[" ".join(a) for a, _ in BAD_TRAIN_ARGS])
+def test_bad_train_input(args, message, tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "keep.txt").write_text("user data")
+  before = snapshot(workdir)
+  if "--workdir" not in args:
+    args = args + ["--workdir", str(workdir)]
+  result = run_cli(args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert message in lines[0]
+  assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncate", "truncated or corrupt"),
+    ("magic", "not an IDX file"),
+    ("missing", "no t10k-images-idx3-ubyte.gz"),
+])
+def test_bad_data_dir(tiny_idx_dir, tmp_path, damage, message):
+  path = tiny_idx_dir / "t10k-images-idx3-ubyte.gz"
+  if damage == "missing":
+    path.unlink()
+  elif damage == "magic":
+    write_idx(path, np.zeros(20))  # a labels file where images belong: wrong magic
+  else:
+    path.write_bytes(path.read_bytes()[:100])
+  result = run_cli(["--data-dir", str(tiny_idx_dir), "--workdir", str(tmp_path / "w")])
+  assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_evaluate_bad_workdir(tmp_path):
+  result = run_cli(["--workdir", str(tmp_path)], module="googlenet_jax.evaluate")
+  assert result.returncode == 2 and "not a train.py workdir" in result.stderr
+
+
+def test_help_documents_flags_and_inits():
+  result = run_cli(["--help"])
+  assert result.returncode == 0
+  for text in ("--init", "--config.optimizer.lr", "torch_default", "U(+-1/sqrt(fan_in))", "--batch-norm"):
+    assert text in result.stdout
