@@ -183,28 +183,39 @@ def _max_pool_padded(x: jax.Array, window: int, strides: int) -> jax.Array:
 
 
 def _max_pool_padded_fwd(x, window, strides):
-  out, idx = _max_pool_with_index(x, window, strides)
+  # Materialise both in one pass, so XLA neither re-derives idx in the backward
+  # nor recomputes the where-chain inside every consumer.
+  out, idx = lax.optimization_barrier(_max_pool_with_index(x, window, strides))
   return out, (idx, x.shape)
 
 
 def _max_pool_padded_bwd(window, strides, res, g):
-  """Routes each output gradient to its window's first maximum: a sum of window*window
-  strided pads of masked gradients (one fused loop), instead of select-and-scatter."""
+  """Routes each output gradient to its window's first maximum.
+
+  The gradient and index maps are dilated by the stride and padded once; the
+  input gradient is then the sum over window taps of shifted slices of them,
+  one fused loop. (A sum of per-tap pads instead made XLA:CPU materialise
+  every padded piece; select-and-scatter is slower still.)
+  """
   idx, shape = res
   out_h, out_w = g.shape[1:3]
+  height, width = shape[1:3]
+  halo = window - 1
+  config = ((0, 0, 0),
+            (halo, height - strides * (out_h - 1) - 1, strides - 1),
+            (halo, width - strides * (out_w - 1) - 1, strides - 1),
+            (0, 0, 0))
+  g_wide, idx_wide = lax.optimization_barrier(
+      (lax.pad(g, jnp.zeros((), g.dtype), config), lax.pad(idx, jnp.int8(-1), config)))
   zero = jnp.zeros((), g.dtype)
   dx = None
   for t in range(window * window):
     di, dj = divmod(t, window)
-    config = ((0, 0, 0),
-              (di, shape[1] - di - strides * (out_h - 1) - 1, strides - 1),
-              (dj, shape[2] - dj - strides * (out_w - 1) - 1, strides - 1),
-              (0, 0, 0))
-    piece = lax.pad(jnp.where(idx == t, g, zero), zero, config)
+    rows = slice(halo - di, halo - di + height)
+    cols = slice(halo - dj, halo - dj + width)
+    piece = jnp.where(idx_wide[:, rows, cols] == t, g_wide[:, rows, cols], zero)
     dx = piece if dx is None else dx + piece
-  # The barrier keeps XLA from merging this sum into its consumer, which made it
-  # materialise the window*window padded pieces separately (several times slower).
-  return (lax.optimization_barrier(dx),)
+  return (dx,)
 
 
 _max_pool_padded.defvjp(_max_pool_padded_fwd, _max_pool_padded_bwd)
