@@ -39,5 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 20
   config.checkpoint_every_steps = 200
   config.keep_checkpoints = 3
-  config.fail_on_stall = False
+  # Stall detector: from this step on, warn when the loss sits within stall_loss_band of
+  # ln(num_classes) while the logits barely vary across the batch (std < stall_logit_std).
+  config.stall_check_steps = 200
+  config.stall_loss_band = 0.02
+  config.stall_logit_std = 1e-3
+  config.fail_on_stall = False  # True: stop with exit code 3 instead of warning
   return config

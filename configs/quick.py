@@ -15,9 +15,9 @@ def get_config():
   config.image_size = 32
   config.optimizer.name = "nesterov"
   config.optimizer.momentum = 0.9
-  config.optimizer.lr = 0.05
+  config.optimizer.lr = 0.02
   config.optimizer.schedule = "cosine"
-  config.optimizer.warmup_epochs = 0.2
+  config.optimizer.warmup_epochs = 0.1
   config.epochs = 3
   config.eval_batch_size = 1000
   return config

@@ -11,7 +11,7 @@ import sys
 
 import ml_collections
 
-from googlenet_jax import configuration, inits, input_pipeline
+from googlenet_jax import configuration, inits, input_pipeline, stall
 
 USAGE_ERROR = 2
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -26,12 +26,16 @@ USER_ERRORS = (UserError, configuration.ConfigError, input_pipeline.DataError)
 
 
 def run(main) -> int:
-  """Calls main(); a user error becomes one line on stderr and exit code 2."""
+  """Calls main(); a user error becomes one line on stderr and exit code 2, a run that
+  had to stop (NaN/Inf, a stall with --fail-on-stall) one line and exit code 3."""
   try:
     return main() or 0
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return USAGE_ERROR
+  except stall.TrainingStopped as e:
+    print(f"error: {e}", file=sys.stderr)
+    return stall.STOPPED_EXIT_CODE
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     return 130

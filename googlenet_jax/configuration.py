@@ -18,7 +18,8 @@ DTYPES = ("float32", "bfloat16")
 # Fields a resumed run may change; any other difference from the checkpoint's
 # config means another run, and is refused.
 RESUMABLE_FIELDS = ("epochs", "steps", "log_every_steps", "checkpoint_every_steps",
-                    "keep_checkpoints", "eval_batch_size", "data_dir", "workdir", "fail_on_stall")
+                    "keep_checkpoints", "eval_batch_size", "data_dir", "workdir", "fail_on_stall",
+                    "stall_check_steps", "stall_loss_band", "stall_logit_std")
 
 
 class ConfigError(ValueError):
@@ -92,7 +93,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(0.0 <= o.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {o.label_smoothing}")
   check(o.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {o.warmup_epochs}")
   for field in ("batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
-                "keep_checkpoints"):
+                "keep_checkpoints", "stall_check_steps", "stall_loss_band", "stall_logit_std"):
     check(config[field] > 0, f"{field} must be positive, got {config[field]}")
   check(config.epochs >= 0 and config.steps >= 0, "epochs and steps must not be negative")
   check(config.epochs > 0 or config.steps > 0, "epochs or steps must be positive")

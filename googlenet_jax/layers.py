@@ -294,6 +294,7 @@ class Dense(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (fan_in, self.features), jnp.float32)
     bias = self.param("bias", lambda key, s: self.bias_init(key, s, jnp.float32, fan_in=fan_in),
                       (self.features,))
+    self.sow("intermediates", "input_ms", jnp.mean(jnp.square(x.astype(jnp.float32))))
     y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
     self.sow("intermediates", "preact", y)
     return y
@@ -302,8 +303,9 @@ class Dense(nn.Module):
 class ConvBlock(nn.Module):
   """Conv (+ BatchNorm, whose conv then has no bias) + activation.
 
-  The pre-activation output is sown into the "intermediates" collection as
-  "preact", which the diagnostics and LSUV read.
+  Into the "intermediates" collection (which the diagnostics and LSUV read) go
+  the input's second moment E[x^2] as "input_ms" and the pre-activation output
+  as "preact". Unless that collection is mutable both cost nothing.
   """
 
   features: int
@@ -324,7 +326,11 @@ class ConvBlock(nn.Module):
       self.bn = nn.BatchNorm(momentum=0.9, epsilon=1e-3, dtype=self.dtype)
 
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    self.record_input(x)
     return self.finish(self.conv(x), train)
+
+  def record_input(self, x: jax.Array) -> None:
+    self.sow("intermediates", "input_ms", jnp.mean(jnp.square(x.astype(jnp.float32))))
 
   def finish(self, y: jax.Array, train: bool) -> jax.Array:
     """Everything after the conv's linear map: BatchNorm, record, activation."""
@@ -341,6 +347,8 @@ def fused_1x1(blocks: Sequence[ConvBlock], x: jax.Array, train: bool) -> list[ja
   (one (c_in, sum of widths) GEMM instead of three thin ones).
   """
   c_in = x.shape[-1]
+  for block in blocks:
+    block.record_input(x)
   weights = [block.conv.weights(c_in) for block in blocks]
   kernel = jnp.concatenate([k.reshape(c_in, -1) for k, _ in weights], axis=1)
   dtype = blocks[0].dtype

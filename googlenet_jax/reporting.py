@@ -64,7 +64,7 @@ class Reporter:
     self.message(f"epoch {epoch} (step {step}): test accuracy {metrics['accuracy']:.4f}, "
                  f"test loss {metrics['loss']:.4f} on {metrics['count']} images")
 
-  def finish(self, step: int, test_metrics: dict) -> dict:
+  def finish(self, step: int, test_metrics: dict, extra: dict | None = None) -> dict:
     if self._bar:
       self._bar.close()
       self._bar = None
@@ -72,7 +72,7 @@ class Reporter:
     throughput = sorted(self._images_per_sec)[len(self._images_per_sec) // 2] if self._images_per_sec else 0.0
     summary = {"step": step, "test_accuracy": test_metrics["accuracy"],
                "test_loss": test_metrics["loss"], "wall_time_s": seconds,
-               "median_images_per_sec": throughput}
+               "median_images_per_sec": throughput, **(extra or {})}
     (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     from googlenet_jax import plots  # matplotlib only when a run ends.
     plot_path = plots.plot_training_curves(self.workdir / METRICS_FILE, self.workdir / CURVES_FILE)

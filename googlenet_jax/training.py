@@ -22,6 +22,7 @@ import optax
 from googlenet_jax import checkpointing, configuration, input_pipeline, sharding
 from googlenet_jax.inits import get_init
 from googlenet_jax.models import GoogLeNet
+from googlenet_jax.stall import StallDetector, TrainingDiverged
 
 LN_10 = math.log(10.0)
 
@@ -32,10 +33,6 @@ class TrainState(flax.struct.PyTreeNode):
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
-
-
-class TrainingDiverged(RuntimeError):
-  """The loss or the gradients stopped being finite."""
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int) -> GoogLeNet:
@@ -225,13 +222,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
     reporter.message(f"resumed from the checkpoint at step {start_step} in {checkpointer.directory}")
   elif get_init(config.init).data_dependent:
     from googlenet_jax import lsuv  # Only LSUV runs need it.
-    state = lsuv.apply_to_state(model, state, dataset, config, mesh)
+    state = lsuv.apply_to_state(model, state, dataset, config, mesh, reporter)
 
   train_step = make_train_step(model, run.tx, config.image_size, config.optimizer.label_smoothing,
                                config.optimizer.aux_loss_weight)
   eval_step = make_eval_step(model, config.image_size)
   reporter.start(start_step, total_steps, steps_per_epoch, describe_run(config, dataset, mesh))
 
+  stall_detector = StallDetector.from_config(config, dataset.num_classes)
   step, pending, last_eval = start_step, [], {}
   interval_start, interval_images = time.perf_counter(), 0
   try:
@@ -250,8 +248,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
           elapsed = time.perf_counter() - interval_start
           reporter.log_train(step, epoch + 1, averaged, float(schedule(step - 1)),
                              interval_images / elapsed)
+          warning = stall_detector.check(step, averaged["loss"], averaged["logit_std"])
+          if warning:
+            reporter.message(warning)
           pending, interval_images, interval_start = [], 0, time.perf_counter()
         if step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps:
+          check_finite(pending, step)  # Never checkpoint a state that has gone NaN.
           checkpointer.save(step, state)
         if epoch_end or step == total_steps:
           last_eval, _ = evaluate(eval_step, state, dataset.test_images, dataset.test_labels,
@@ -265,18 +267,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
   if not last_eval:  # Resumed a finished run: evaluate what is there.
     last_eval, _ = evaluate(eval_step, state, dataset.test_images, dataset.test_labels,
                             config.eval_batch_size, mesh)
-  return reporter.finish(step, last_eval)
+  return reporter.finish(step, last_eval, stall_detector.summary())
 
 
 def average_metrics(pending: list[dict], step: int) -> dict:
-  """Fetches the pending per-step metrics (one host sync) and averages them."""
+  """Fetches the pending per-step metrics (one host sync), checks and averages them."""
+  check_finite(pending, step)
   values = jax.device_get(pending)
-  averaged = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
-  if not all(math.isfinite(v) for v in averaged.values()):
-    raise TrainingDiverged(
-        f"loss or gradients became NaN/Inf by step {step} (loss {averaged['loss']}); "
-        "try a lower learning rate or another init")
-  return averaged
+  return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+
+
+def check_finite(pending: list[dict], step: int) -> None:
+  """Raises TrainingDiverged naming the first step whose loss or gradient norm is NaN/Inf."""
+  values = jax.device_get(pending)
+  first_step = step - len(values) + 1
+  last_finite = None
+  for offset, metrics in enumerate(values):
+    loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+      raise TrainingDiverged(
+          f"the loss or gradients became NaN/Inf at step {first_step + offset} (last finite loss: "
+          f"{'none since the last log line' if last_finite is None else f'{last_finite:.4f}'}); training stopped, the last good checkpoint is kept. Try a lower "
+          "learning rate (--lr) or another init (--init glorot, --init lsuv)")
+    last_finite = loss
 
 
 def describe_run(config, dataset, mesh) -> str:

@@ -91,5 +91,5 @@ class SilentReporter:
   def log_eval(self, step, epoch, metrics):
     self.eval.append({"step": step, **metrics})
 
-  def finish(self, step, test_metrics):
-    return {"step": step, **test_metrics}
+  def finish(self, step, test_metrics, extra=None):
+    return {"step": step, **test_metrics, **(extra or {})}

@@ -1,0 +1,316 @@
+"""Train one config under several init schemes and compare them: a table and two plots.
+
+  python -m googlenet_jax.sweep --config configs/quick.py \\
+      --inits torch_default,lecun_normal,glorot_uniform,he_normal,lsuv [--batch-norm] [--out DIR]
+
+Every scheme trains with the same config, data order and seed; only `init`
+differs. Each trains in its own workdir <out>/<scheme>/ (checkpoints,
+metrics.jsonl, summary.json, as train.py leaves them). Then the sweep writes
+<out>/sweep.md and <out>/sweep.csv (final train loss, test accuracy, steps until
+the train loss first drops below 2.0, whether the run stalled at chance) and
+<out>/train_loss.png and <out>/test_accuracy.png, each overlaying every scheme.
+The default <out> is runs/sweep_<config name>, with _bn appended under --batch-norm.
+
+Re-running the same command with the same --out skips the finished schemes,
+resumes an interrupted one from its latest checkpoint, and rewrites the tables
+and plots. The train loss is logged every 10 steps (or every log_every_steps of
+the config where that is smaller; --log-every N chooses), which is the
+resolution of the steps-to-2.0 column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+from typing import Callable
+
+import ml_collections
+
+from googlenet_jax import checkpointing, cli, configuration, inits, input_pipeline
+from googlenet_jax.reporting import METRICS_FILE
+
+DEFAULT_INITS = "torch_default,lecun_normal,glorot_uniform,he_normal,lsuv"
+LOSS_THRESHOLD = 2.0
+LOG_EVERY_STEPS = 10
+# Where summary.json has no "stalled" key: stalled = the final train loss within
+# STALL_LOSS_BAND of ln(num_classes) and a test accuracy of at most STALL_MAX_ACCURACY.
+STALL_LOSS_BAND = 0.01
+STALL_MAX_ACCURACY = 0.15
+
+SUMMARY_FILE = "summary.json"
+STOPPED_FILE = "sweep_stopped.json"  # a scheme whose training stopped early (NaN/Inf, stall)
+TABLE_MD, TABLE_CSV = "sweep.md", "sweep.csv"
+LOSS_PLOT, ACCURACY_PLOT = "train_loss.png", "test_accuracy.png"
+
+
+def parse_inits(text: str) -> list[str]:
+  """Canonical scheme names from "a,b,c" (aliases allowed, repeats dropped); UserError if unknown."""
+  schemes = []
+  for name in (n.strip() for n in text.split(",")):
+    if not name:
+      continue
+    try:
+      scheme = inits.get_init(name).name
+    except ValueError as e:
+      raise cli.UserError(f"--inits: {e}") from None
+    if scheme not in schemes:
+      schemes.append(scheme)
+  if not schemes:
+    raise cli.UserError(f"--inits names no scheme; valid choices: {', '.join(inits.list_inits())}")
+  return schemes
+
+
+def scheme_config(config: ml_collections.ConfigDict, scheme: str) -> ml_collections.ConfigDict:
+  """`config` with only its init replaced."""
+  copy = config.copy_and_resolve_references()
+  copy.init = scheme
+  return copy
+
+
+def dataset_facts(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(num_classes, total_steps) of a run of `config`; loading the data checks it before any work."""
+  dataset = input_pipeline.load_dataset(config.dataset, config.data_dir or None)
+  per_epoch = input_pipeline.steps_per_epoch(len(dataset.train_images), config.batch_size)
+  if per_epoch == 0:
+    raise configuration.ConfigError(f"batch_size {config.batch_size} exceeds the "
+                                    f"{len(dataset.train_images)} training examples")
+  return dataset.num_classes, config.steps or config.epochs * per_epoch
+
+
+def check_workdirs(out: pathlib.Path, configs: dict[str, ml_collections.ConfigDict]) -> None:
+  """Refuses, before any training, a <out>/<scheme> that holds a run of another config."""
+  for scheme, config in configs.items():
+    saved = checkpointing.load_config(out / scheme)
+    diffs = configuration.incompatible_fields(saved, config.to_dict()) if saved else []
+    if diffs:
+      raise cli.UserError(f"{out / scheme} holds a run with another config: {'; '.join(diffs)}. "
+                          "Use another --out, or the same settings to resume.")
+
+
+def read_json(path: pathlib.Path) -> dict | None:
+  return json.loads(path.read_text()) if path.is_file() else None
+
+
+def is_done(workdir: pathlib.Path, total_steps: int) -> bool:
+  """Finished (summary.json at the last step) or stopped early at this length; the config was checked."""
+  summary = read_json(workdir / SUMMARY_FILE)
+  stopped = read_json(workdir / STOPPED_FILE)
+  return bool((summary and summary.get("step") == total_steps)
+              or (stopped and stopped.get("total_steps") == total_steps))
+
+
+def stopping_errors() -> tuple[type[Exception], ...]:
+  """What ends one scheme's training but not the sweep: NaN/Inf, a stall under fail_on_stall."""
+  from googlenet_jax import stall, training
+  return tuple({stall.TrainingStopped, getattr(training, "TrainingDiverged", stall.TrainingStopped)})
+
+
+def train_scheme(config, workdir: pathlib.Path, total_steps: int, make_reporter) -> None:
+  """Trains (or resumes) one scheme; an early stop is recorded in STOPPED_FILE, not raised."""
+  from googlenet_jax import training  # JAX's heavy imports start here.
+  (workdir / STOPPED_FILE).unlink(missing_ok=True)
+  try:
+    training.train_and_evaluate(config, str(workdir), make_reporter(workdir))
+  except stopping_errors() as e:
+    record = {"total_steps": total_steps, "error": type(e).__name__, "message": str(e)}
+    (workdir / STOPPED_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{config.init}: training stopped: {e}", file=sys.stderr)
+
+
+@dataclasses.dataclass
+class SchemeResult:
+  """What one scheme's workdir holds: metrics records (one per split and step), summary, early stop."""
+  scheme: str
+  records: list[dict]
+  summary: dict | None = None
+  stopped: dict | None = None  # {"error": class name, "message": ...} when training stopped early
+
+  def split(self, name: str) -> list[dict]:
+    return [r for r in self.records if r["split"] == name]
+
+
+def read_records(path: pathlib.Path) -> list[dict]:
+  """metrics.jsonl sorted by step; of a step logged twice (a resumed run), the later record."""
+  if not path.is_file():
+    return []
+  latest = {}
+  for line in path.read_text().splitlines():
+    if line.strip():
+      record = json.loads(line)
+      latest[(record["split"], record["step"])] = record
+  return sorted(latest.values(), key=lambda r: r["step"])
+
+
+def load_result(workdir: pathlib.Path, scheme: str) -> SchemeResult:
+  summary = read_json(workdir / SUMMARY_FILE)
+  records = read_records(workdir / METRICS_FILE)
+  if summary:  # Records past the final step belong to an older, longer run.
+    records = [r for r in records if r["step"] <= summary["step"]]
+  return SchemeResult(scheme, records, summary, read_json(workdir / STOPPED_FILE))
+
+
+def steps_to_loss(train_records: list[dict], threshold: float = LOSS_THRESHOLD) -> int | None:
+  """The first logged step whose train loss is below `threshold`; None if none is."""
+  return next((r["step"] for r in train_records if r["loss"] < threshold), None)
+
+
+def is_stalled(result: SchemeResult, final_loss: float | None, test_accuracy: float | None,
+               num_classes: int) -> bool | None:
+  """summary.json's "stalled" where present; else loss at ln(num_classes) and accuracy near chance."""
+  if result.summary and isinstance(result.summary.get("stalled"), bool):
+    return result.summary["stalled"]
+  if result.stopped and result.stopped.get("error") == "TrainingStalled":
+    return True
+  if final_loss is None or test_accuracy is None:
+    return None
+  return (abs(final_loss - math.log(num_classes)) <= STALL_LOSS_BAND
+          and test_accuracy <= STALL_MAX_ACCURACY)
+
+
+def table_row(result: SchemeResult, num_classes: int, threshold: float = LOSS_THRESHOLD) -> dict:
+  train = result.split("train")
+  final_loss = train[-1]["loss"] if train else None
+  accuracy = result.summary.get("test_accuracy") if result.summary else None
+  note = f"stopped: {result.stopped['message']}" if result.stopped else ""
+  return {"scheme": result.scheme, "final_train_loss": final_loss, "test_accuracy": accuracy,
+          "steps_to_threshold": steps_to_loss(train, threshold),
+          "stalled": is_stalled(result, final_loss, accuracy, num_classes), "note": note}
+
+
+def build_table(results: list[SchemeResult], num_classes: int,
+                threshold: float = LOSS_THRESHOLD) -> list[dict]:
+  """One row per scheme: final train loss, test accuracy, steps to loss < threshold, stalled."""
+  return [table_row(r, num_classes, threshold) for r in results]
+
+
+def header(threshold: float = LOSS_THRESHOLD) -> list[str]:
+  return ["scheme", "final train loss", "test accuracy", f"steps to loss < {threshold:g}", "stalled"]
+
+
+def cells(row: dict) -> list[str]:
+  def number(x):
+    return "-" if x is None else f"{x:.4f}"
+
+  steps = row["steps_to_threshold"]
+  reached = "-" if row["final_train_loss"] is None else "never" if steps is None else str(steps)
+  return [row["scheme"], number(row["final_train_loss"]), number(row["test_accuracy"]), reached,
+          {True: "yes", False: "no", None: "-"}[row["stalled"]]]
+
+
+def format_markdown(rows: list[dict], title: str, details: str, num_classes: int,
+                    threshold: float = LOSS_THRESHOLD) -> str:
+  lines = [f"# {title}", "", details, "", "| " + " | ".join(header(threshold)) + " |",
+           "|---|---:|---:|---:|---|"]
+  lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
+  lines += ["", f"Chance level: loss ln {num_classes} = {math.log(num_classes):.4f}, accuracy "
+            f"{1 / num_classes:.2f}. Final train loss: the mean over the last logged interval. "
+            "Stalled: the training loop's stall detector (summary.json), else a final loss within "
+            f"{STALL_LOSS_BAND} of ln {num_classes} with test accuracy <= {STALL_MAX_ACCURACY}."]
+  lines += [f"- {row['scheme']}: {row['note']}" for row in rows if row["note"]]
+  return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], path: pathlib.Path, batch_norm: bool,
+              threshold: float = LOSS_THRESHOLD) -> None:
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(header(threshold) + ["batch norm", "note"])
+    for row in rows:
+      writer.writerow(cells(row) + ["on" if batch_norm else "off", row["note"]])
+
+
+def describe(config: ml_collections.ConfigDict, config_name: str, total_steps: int) -> tuple[str, str]:
+  """(a tag for titles: config and BatchNorm on/off, one line of the settings all schemes share)."""
+  tag = f"{config_name}, BatchNorm {'on' if config.model.batch_norm else 'off'}"
+  o = config.optimizer
+  details = (f"GoogLeNet ({config.model.variant}, {config.model.activation}) on {config.dataset} at "
+             f"{config.image_size}x{config.image_size}; {o.name} lr {o.lr:g} ({o.schedule}), batch "
+             f"{config.batch_size}, {total_steps} steps, seed {config.seed}, train loss logged every "
+             f"{config.log_every_steps} steps. Same config, data order and seed for every scheme.")
+  return tag, details
+
+
+def write_report(out: pathlib.Path, config: ml_collections.ConfigDict, schemes: list[str],
+                 config_name: str, num_classes: int, total_steps: int,
+                 threshold: float = LOSS_THRESHOLD) -> str:
+  """Writes the Markdown and CSV tables and the two plots from the workdirs; returns the Markdown."""
+  from googlenet_jax import plots  # matplotlib only here.
+  results = [load_result(out / s, s) for s in schemes]
+  rows = build_table(results, num_classes, threshold)
+  tag, details = describe(config, config_name, total_steps)
+  markdown = format_markdown(rows, f"Init sweep: {tag}", details, num_classes, threshold)
+  (out / TABLE_MD).write_text(markdown)
+  write_csv(rows, out / TABLE_CSV, config.model.batch_norm, threshold)
+  records = {r.scheme: r.records for r in results}
+  plots.plot_sweep_loss(records, out / LOSS_PLOT, num_classes,
+                        title=f"Train loss by init scheme ({tag})")
+  plots.plot_sweep_accuracy(records, out / ACCURACY_PLOT, num_classes,
+                            title=f"Test accuracy by init scheme ({tag})")
+  return markdown
+
+
+def default_reporter(workdir: pathlib.Path):
+  from googlenet_jax import reporting
+  return reporting.Reporter(workdir)
+
+
+def run_sweep(config: ml_collections.ConfigDict, schemes: list[str], out: str | pathlib.Path,
+              config_name: str = "config", make_reporter: Callable = default_reporter,
+              threshold: float = LOSS_THRESHOLD) -> str:
+  """Trains every scheme not yet done in <out>/<scheme>/, then writes the report; returns its Markdown."""
+  out = pathlib.Path(out)
+  num_classes, total_steps = dataset_facts(config)
+  configs = {s: scheme_config(config, s) for s in schemes}
+  check_workdirs(out, configs)
+  for i, (scheme, scheme_cfg) in enumerate(configs.items(), 1):
+    workdir = cli.prepare_workdir(out / scheme)
+    if is_done(workdir, total_steps):
+      print(f"[{i}/{len(schemes)}] {scheme}: done in {workdir}, skipped", file=sys.stderr)
+      continue
+    print(f"[{i}/{len(schemes)}] {scheme}: training in {workdir}", file=sys.stderr)
+    train_scheme(scheme_cfg, workdir, total_steps, make_reporter)
+  return write_report(out, config, schemes, config_name, num_classes, total_steps, threshold)
+
+
+def make_parser() -> argparse.ArgumentParser:
+  parser = cli.Parser(prog="python -m googlenet_jax.sweep", description=__doc__,
+                      epilog=cli.CONFIG_HELP, conflict_handler="resolve",
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+  cli.add_config_flags(parser)
+  parser.add_argument("--init", dest="single_init", help=argparse.SUPPRESS)  # refused in main
+  parser.add_argument("--inits", default=DEFAULT_INITS,
+                      help=f"comma-separated init schemes (default: {DEFAULT_INITS})")
+  parser.add_argument("--out", help="folder of the per-scheme workdirs, tables and plots "
+                      "(default: runs/sweep_<config name>[_bn])")
+  parser.add_argument("--log-every", type=int, help="log the train loss every N steps: the "
+                      f"resolution of steps-to-{LOSS_THRESHOLD:g} (default: the config's "
+                      f"log_every_steps, at most {LOG_EVERY_STEPS})")
+  return parser
+
+
+def main(argv=None) -> int:
+  args, extra = make_parser().parse_known_args(argv)
+  if args.single_init is not None or any(e.startswith("--config.init=") for e in extra):
+    raise cli.UserError("the sweep sets the init of each run: list the schemes with "
+                        "--inits a,b,c instead of --init")
+  schemes = parse_inits(args.inits)
+  config = cli.build_config(args, extra)
+  if args.log_every is not None and args.log_every <= 0:
+    raise cli.UserError(f"--log-every must be positive, got {args.log_every}")
+  config.log_every_steps = args.log_every or min(config.log_every_steps, LOG_EVERY_STEPS)
+  config_name = pathlib.Path(args.config).stem
+  out = cli.prepare_workdir(args.out or pathlib.Path("runs") / (
+      f"sweep_{config_name}" + ("_bn" if config.model.batch_norm else "")))
+  markdown = run_sweep(config, schemes, out, args.config)
+  print(markdown)
+  print(f"tables: {out / TABLE_MD}, {out / TABLE_CSV}; plots: {out / LOSS_PLOT}, {out / ACCURACY_PLOT}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(cli.run(main))
