@@ -1,4 +1,4 @@
-"""A CPU recipe for a 2-core machine: the d2l GoogLeNet on Fashion-MNIST at 32x32, SGD family.
+"""A CPU recipe for a 2-core machine: the d2l GoogLeNet on Fashion-MNIST at 32x32, 5 epochs, SGD family.
 
 Kept in the SGD family on purpose: adaptive optimizers (Adam) rescale vanishing
 gradients and hide the failure of a bad init.
@@ -18,6 +18,6 @@ def get_config():
   config.optimizer.lr = 0.02
   config.optimizer.schedule = "cosine"
   config.optimizer.warmup_epochs = 0.1
-  config.epochs = 3
+  config.epochs = 5
   config.eval_batch_size = 1000
   return config

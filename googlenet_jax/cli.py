@@ -98,6 +98,23 @@ def build_config(args: argparse.Namespace, extra: list[str]) -> ml_collections.C
   return config
 
 
+def parse_init_list(text: str, flag: str) -> list[str]:
+  """Canonical scheme names from "a,b,c" (aliases allowed, repeats dropped); UserError if unknown."""
+  schemes = []
+  for name in (n.strip() for n in text.split(",")):
+    if not name:
+      continue
+    try:
+      scheme = inits.get_init(name).name
+    except ValueError as e:
+      raise UserError(f"{flag}: {e}") from None
+    if scheme not in schemes:
+      schemes.append(scheme)
+  if not schemes:
+    raise UserError(f"{flag} names no scheme; valid choices: {', '.join(inits.list_inits())}")
+  return schemes
+
+
 def prepare_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
   workdir = pathlib.Path(workdir)
   try:

@@ -43,6 +43,22 @@ def layer_paths(intermediates) -> list[tuple[str, ...]]:
   return [path[:-1] for path in flat if path[-1] == PREACT]
 
 
+def depth_order(model, variables, images) -> list[tuple[str, ...]]:
+  """The conv/dense layer paths in the order the forward pass runs them.
+
+  Read while tracing: a jitted function's dict output comes back with sorted
+  keys, which would put "classifier" first and each 5x5 before its reduce.
+  """
+  order = []
+
+  def forward(v, x):
+    _, state = model.apply(v, x, train=False, mutable=["intermediates"])
+    order.extend(layer_paths(state["intermediates"]))
+
+  jax.eval_shape(forward, variables, images)
+  return order
+
+
 def kernel_path(params, layer: tuple[str, ...]) -> tuple[str, ...]:
   """The params path of a layer's kernel: a ConvBlock keeps it in its `conv`, a Dense in itself."""
   node = params
@@ -79,8 +95,8 @@ def lsuv_init(model, variables: dict, images: jax.Array, *, tol: float = 0.1,
   def current():
     return {**variables, "params": flax.traverse_util.unflatten_dict(params)}
 
+  order = depth_order(model, variables, images)
   variances = jax.device_get(measure(current()))
-  order = list(variances)  # depth order: the order of the sown values
   initial = dict(variances)
   rescales = dict.fromkeys(order, 0)
   for layer in order:

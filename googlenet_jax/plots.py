@@ -23,9 +23,11 @@ def _overlay(records_by_name: dict[str, list[dict]], split: str, key: str, ax) -
       ax.plot(*zip(*points), "o-" if len(points) < 20 else "-", ms=3, label=name)
 
 
-def _save(fig, ax, out_path) -> pathlib.Path:
-  ax.grid(alpha=0.3)
-  ax.legend()
+def _save(fig, axes, out_path) -> pathlib.Path:
+  """Grid and legend on each of `axes`, then the figure as a PNG."""
+  for ax in axes:
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
   fig.tight_layout()
   out_path = pathlib.Path(out_path)
   fig.savefig(out_path, dpi=100)
@@ -40,7 +42,7 @@ def plot_sweep_loss(records_by_name: dict[str, list[dict]], out_path, num_classe
   _overlay(records_by_name, "train", "loss", ax)
   ax.axhline(math.log(num_classes), color="gray", ls="--", label=f"ln {num_classes} (chance)")
   ax.set(xlabel="step", ylabel="train cross-entropy", title=title)
-  return _save(fig, ax, out_path)
+  return _save(fig, [ax], out_path)
 
 
 def plot_sweep_accuracy(records_by_name: dict[str, list[dict]], out_path, num_classes: int = 10,
@@ -50,7 +52,7 @@ def plot_sweep_accuracy(records_by_name: dict[str, list[dict]], out_path, num_cl
   _overlay(records_by_name, "test", "accuracy", ax)
   ax.axhline(1 / num_classes, color="gray", ls="--", label=f"1/{num_classes} (chance)")
   ax.set(xlabel="step", ylabel="test accuracy", title=title, ylim=(0, 1))
-  return _save(fig, ax, out_path)
+  return _save(fig, [ax], out_path)
 
 
 def plot_training_curves(metrics_path, out_path, num_classes: int = 10) -> pathlib.Path:
@@ -65,11 +67,23 @@ def plot_training_curves(metrics_path, out_path, num_classes: int = 10) -> pathl
   ax_acc.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train")
   ax_acc.plot([r["step"] for r in test], [r["accuracy"] for r in test], "o-", label="test")
   ax_acc.set(xlabel="step", ylabel="accuracy", title="Accuracy", ylim=(0, 1))
-  for ax in (ax_loss, ax_acc):
-    ax.grid(alpha=0.3)
-    ax.legend()
-  fig.tight_layout()
-  out_path = pathlib.Path(out_path)
-  fig.savefig(out_path, dpi=100)
-  plt.close(fig)
-  return out_path
+  return _save(fig, [ax_loss, ax_acc], out_path)
+
+
+def plot_signal_propagation(layers_by_scheme: dict[str, list[tuple[str, float, float]]], out_path,
+                            title: str) -> pathlib.Path:
+  """Activation std and kernel-gradient std against depth (log scale), one line per scheme.
+
+  `layers_by_scheme`: scheme -> [(layer name, activation std, gradient std)] in depth order.
+  """
+  fig, (ax_act, ax_grad) = plt.subplots(1, 2, figsize=(13, 5), sharex=True)
+  for scheme, layers in layers_by_scheme.items():
+    depth = range(1, len(layers) + 1)
+    ax_act.plot(depth, [max(a, 1e-30) for _, a, _ in layers], "o-", ms=3, label=scheme)
+    ax_grad.plot(depth, [max(g, 1e-30) for _, _, g in layers], "o-", ms=3, label=scheme)
+  ax_act.set(yscale="log", xlabel="conv/dense layer (depth order)",
+             ylabel="std of the pre-activation output", title="Forward signal")
+  ax_grad.set(yscale="log", xlabel="conv/dense layer (depth order)", ylabel="std of dL/dW",
+              title="Kernel gradients")
+  fig.suptitle(title)
+  return _save(fig, [ax_act, ax_grad], out_path)

@@ -31,7 +31,7 @@ from typing import Callable
 
 import ml_collections
 
-from googlenet_jax import checkpointing, cli, configuration, inits, input_pipeline
+from googlenet_jax import checkpointing, cli, configuration, input_pipeline
 from googlenet_jax.reporting import METRICS_FILE
 
 DEFAULT_INITS = "torch_default,lecun_normal,glorot_uniform,he_normal,lsuv"
@@ -46,23 +46,6 @@ SUMMARY_FILE = "summary.json"
 STOPPED_FILE = "sweep_stopped.json"  # a scheme whose training stopped early (NaN/Inf, stall)
 TABLE_MD, TABLE_CSV = "sweep.md", "sweep.csv"
 LOSS_PLOT, ACCURACY_PLOT = "train_loss.png", "test_accuracy.png"
-
-
-def parse_inits(text: str) -> list[str]:
-  """Canonical scheme names from "a,b,c" (aliases allowed, repeats dropped); UserError if unknown."""
-  schemes = []
-  for name in (n.strip() for n in text.split(",")):
-    if not name:
-      continue
-    try:
-      scheme = inits.get_init(name).name
-    except ValueError as e:
-      raise cli.UserError(f"--inits: {e}") from None
-    if scheme not in schemes:
-      schemes.append(scheme)
-  if not schemes:
-    raise cli.UserError(f"--inits names no scheme; valid choices: {', '.join(inits.list_inits())}")
-  return schemes
 
 
 def scheme_config(config: ml_collections.ConfigDict, scheme: str) -> ml_collections.ConfigDict:
@@ -298,7 +281,7 @@ def main(argv=None) -> int:
   if args.single_init is not None or any(e.startswith("--config.init=") for e in extra):
     raise cli.UserError("the sweep sets the init of each run: list the schemes with "
                         "--inits a,b,c instead of --init")
-  schemes = parse_inits(args.inits)
+  schemes = cli.parse_init_list(args.inits, "--inits")
   config = cli.build_config(args, extra)
   if args.log_every is not None and args.log_every <= 0:
     raise cli.UserError(f"--log-every must be positive, got {args.log_every}")

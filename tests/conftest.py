@@ -93,3 +93,16 @@ class SilentReporter:
 
   def finish(self, step, test_metrics, extra=None):
     return {"step": step, **test_metrics, **(extra or {})}
+
+
+def train_tiny(init, tmp_path, **overrides):
+  """12 steps of tiny_config (lr 0.1 unless overridden), stall check from step 8.
+
+  Returns (summary, the stall warnings printed, the logged train metrics).
+  """
+  from googlenet_jax.training import train_and_evaluate
+  reporter = SilentReporter()
+  config = tiny_config(**{"init": init, "steps": 12, "log_every_steps": 4, "stall_check_steps": 8,
+                          "optimizer.lr": 0.1, **overrides})
+  summary = train_and_evaluate(config, str(tmp_path / init), reporter)
+  return summary, [m for m in reporter.messages if "stalled" in m], reporter.train

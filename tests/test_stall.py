@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from googlenet_jax import stall, training
-from tests.conftest import SilentReporter, tiny_config
+from googlenet_jax import stall
+from tests.conftest import train_tiny
 
 CHANCE = math.log(10)
 
@@ -48,21 +48,13 @@ def test_recovered_run_is_not_reported_stalled():
   assert d.summary() == {"stalled": False, "stall_warning_step": 100}
 
 
-def _train(init, tmp_path, **overrides):
-  reporter = SilentReporter()
-  config = tiny_config(init=init, steps=12, log_every_steps=4, stall_check_steps=8,
-                       **{"optimizer.lr": 0.1}, **overrides)
-  summary = training.train_and_evaluate(config, str(tmp_path / init), reporter)
-  return summary, [m for m in reporter.messages if "stalled" in m]
-
-
 def test_torch_default_run_warns_and_healthy_run_does_not(tmp_path):
-  summary, warnings = _train("torch_default", tmp_path)
+  summary, warnings, _ = train_tiny("torch_default", tmp_path)
   assert summary["stalled"] and len(warnings) == 1, warnings
-  summary, warnings = _train("he_normal", tmp_path)
+  summary, warnings, _ = train_tiny("he_normal", tmp_path)
   assert not summary["stalled"] and not warnings
 
 
 def test_fail_on_stall_stops_the_run(tmp_path):
   with pytest.raises(stall.TrainingStalled):
-    _train("torch_default", tmp_path, fail_on_stall=True)
+    train_tiny("torch_default", tmp_path, fail_on_stall=True)
