@@ -11,7 +11,8 @@ import sys
 
 import ml_collections
 
-from googlenet_jax import configuration, inits, input_pipeline, stall
+from googlenet_jax import checkpointing, configuration, inits, input_pipeline, stall
+from googlenet_jax.interrupts import TrainingInterrupted
 
 USAGE_ERROR = 2
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -22,12 +23,14 @@ class UserError(Exception):
   """Wrong input from the user: printed as one line, exit code 2."""
 
 
-USER_ERRORS = (UserError, configuration.ConfigError, input_pipeline.DataError)
+USER_ERRORS = (UserError, configuration.ConfigError, input_pipeline.DataError,
+               checkpointing.CheckpointError)
 
 
 def run(main) -> int:
   """Calls main(); a user error becomes one line on stderr and exit code 2, a run that
-  had to stop (NaN/Inf, a stall with --fail-on-stall) one line and exit code 3."""
+  had to stop (NaN/Inf, a stall with --fail-on-stall) one line and exit code 3, a run
+  stopped by SIGINT/SIGTERM (after its checkpoint) one line and 128 + the signal number."""
   try:
     return main() or 0
   except USER_ERRORS as e:
@@ -36,6 +39,9 @@ def run(main) -> int:
   except stall.TrainingStopped as e:
     print(f"error: {e}", file=sys.stderr)
     return stall.STOPPED_EXIT_CODE
+  except TrainingInterrupted as e:
+    print(str(e), file=sys.stderr)
+    return e.exit_code
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     return 130

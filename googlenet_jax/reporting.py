@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import sys
 import time
@@ -11,6 +12,10 @@ from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "training_curves.png"
+
+
+def _seconds(value: float) -> str:
+  return "-" if math.isnan(value) else f"{value:.0f}s"
 
 
 class Reporter:
@@ -38,6 +43,7 @@ class Reporter:
   def start(self, step: int, total_steps: int, steps_per_epoch: int, description: str) -> None:
     self._t0 = time.perf_counter()
     self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+    self._first_log = None  # (step, time) of the first train log line, for the ETA
     self.message(description)
     self.message(f"{total_steps} steps ({steps_per_epoch} per epoch), starting at step {step}; "
                  f"workdir {self.workdir.absolute()}; the first step compiles (~20 s)")
@@ -57,7 +63,17 @@ class Reporter:
       elapsed = time.perf_counter() - self._t0
       self.message(f"step {step}/{self.total_steps} epoch {epoch} loss {metrics['loss']:.4f} "
                    f"acc {metrics['accuracy']:.3f} lr {lr:.4g} {images_per_sec:.0f} img/s "
-                   f"elapsed {elapsed:.0f}s")
+                   f"elapsed {elapsed:.0f}s ETA {_seconds(self._eta(step))}")
+
+  def _eta(self, step: int) -> float:
+    """Seconds left at the steps/s since the first log line (so the first compile is left out)."""
+    now = time.perf_counter()
+    if self._first_log is None:
+      self._first_log = (step, now)
+      return float("nan")
+    first_step, first_time = self._first_log
+    rate = (step - first_step) / max(now - first_time, 1e-9)
+    return (self.total_steps - step) / rate if rate > 0 else float("nan")
 
   def log_eval(self, step: int, epoch: int, metrics: dict) -> None:
     self._write_record({"split": "test", "step": step, "epoch": epoch, **metrics})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import time
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ import numpy as np
 import optax
 
 from googlenet_jax import checkpointing, configuration, input_pipeline, sharding
+from googlenet_jax.interrupts import StopOnSignal, TrainingInterrupted
 from googlenet_jax.inits import get_init
 from googlenet_jax.models import GoogLeNet
 from googlenet_jax.stall import StallDetector, TrainingDiverged
@@ -121,6 +123,8 @@ def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation, image_si
         # How much the logits depend on the image: ~0 when the init has collapsed.
         "logit_std": jnp.mean(jnp.std(logits, axis=0)),
         "grad_norm": optax.tree.norm(grads),
+        # Finite loss and gradients can still step to Inf parameters: checked before a save.
+        "param_norm": optax.tree.norm(params),
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               batch_stats=batch_stats)
@@ -170,6 +174,10 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 def check_resumable(workdir, config_dict: dict) -> None:
   saved = checkpointing.load_config(workdir)
   if saved is None:
+    if any((pathlib.Path(workdir) / "checkpoints").glob("[0-9]*")):
+      raise checkpointing.CheckpointError(
+          f"workdir {workdir} holds checkpoints but no {checkpointing.CONFIG_FILE}, so they cannot "
+          "be checked against this config; use another --workdir")
     return
   diffs = configuration.incompatible_fields(saved, config_dict)
   if diffs:
@@ -216,11 +224,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
   steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
   checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   checkpointing.save_config(workdir, config_dict)
-  start_step = checkpointer.latest_step() or 0
+  start_step, state = checkpointer.restore_latest(state, reporter.message)
   if start_step:
-    state = checkpointer.restore(start_step, state)
     reporter.message(f"resumed from the checkpoint at step {start_step} in {checkpointer.directory}")
-  elif get_init(config.init).data_dependent:
+  else:
+    start_step = 0
+  if start_step == 0 and get_init(config.init).data_dependent:
     from googlenet_jax import lsuv  # Only LSUV runs need it.
     state = lsuv.apply_to_state(model, state, dataset, config, mesh, reporter)
 
@@ -230,38 +239,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
   reporter.start(start_step, total_steps, steps_per_epoch, describe_run(config, dataset, mesh))
 
   stall_detector = StallDetector.from_config(config, dataset.num_classes)
-  step, pending, last_eval = start_step, [], {}
+  step, pending, last_eval, last_finite = start_step, [], {}, None
   interval_start, interval_images = time.perf_counter(), 0
   try:
-    while step < total_steps:
-      epoch, first = divmod(step, steps_per_epoch)
-      batches = input_pipeline.train_batches(dataset.train_images, dataset.train_labels,
-                                             config.batch_size, config.seed, epoch, first)
-      for images, labels in input_pipeline.prefetch(batches, lambda b: sharding.put_batch(b, mesh)):
-        state, metrics = train_step(state, images, labels)
-        step += 1
-        pending.append(metrics)
-        interval_images += config.batch_size
-        epoch_end = step % steps_per_epoch == 0
-        if step % config.log_every_steps == 0 or epoch_end or step == total_steps:
-          averaged = average_metrics(pending, step)
-          elapsed = time.perf_counter() - interval_start
-          reporter.log_train(step, epoch + 1, averaged, float(schedule(step - 1)),
-                             interval_images / elapsed)
-          warning = stall_detector.check(step, averaged["loss"], averaged["logit_std"])
-          if warning:
-            reporter.message(warning)
-          pending, interval_images, interval_start = [], 0, time.perf_counter()
-        if step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps:
-          check_finite(pending, step)  # Never checkpoint a state that has gone NaN.
-          checkpointer.save(step, state)
-        if epoch_end or step == total_steps:
-          last_eval, _ = evaluate(eval_step, state, dataset.test_images, dataset.test_labels,
-                                  config.eval_batch_size, mesh)
-          reporter.log_eval(step, epoch + 1, last_eval)
-          interval_start = time.perf_counter()
-        if step == total_steps:
-          break
+    with StopOnSignal() as stop:
+      while step < total_steps:
+        epoch, first = divmod(step, steps_per_epoch)
+        batches = input_pipeline.train_batches(dataset.train_images, dataset.train_labels,
+                                               config.batch_size, config.seed, epoch, first)
+        for images, labels in input_pipeline.prefetch(batches, lambda b: sharding.put_batch(b, mesh)):
+          state, metrics = train_step(state, images, labels)
+          step += 1
+          pending.append(metrics)
+          interval_images += config.batch_size
+          epoch_end = step % steps_per_epoch == 0
+          if step % config.log_every_steps == 0 or epoch_end or step == total_steps:
+            last_finite = check_finite(pending, step, last_finite)
+            averaged = average_metrics(pending)
+            elapsed = time.perf_counter() - interval_start
+            reporter.log_train(step, epoch + 1, averaged, float(schedule(step - 1)),
+                               interval_images / elapsed)
+            warning = stall_detector.check(step, averaged["loss"], averaged["logit_std"])
+            if warning:
+              reporter.message(warning)
+            pending, interval_images, interval_start = [], 0, time.perf_counter()
+          if step % config.checkpoint_every_steps == 0 or epoch_end or step == total_steps:
+            last_finite = check_finite(pending, step, last_finite)  # Never save a NaN state.
+            checkpointer.save(step, state)
+          if epoch_end or step == total_steps:
+            last_eval, _ = evaluate(eval_step, state, dataset.test_images, dataset.test_labels,
+                                    config.eval_batch_size, mesh)
+            reporter.log_eval(step, epoch + 1, last_eval)
+            interval_start = time.perf_counter()
+          if stop.signum:  # SIGINT/SIGTERM: checkpoint this step, then stop.
+            check_finite(pending, step, last_finite)
+            checkpointer.save(step, state)
+            raise TrainingInterrupted(
+                f"stopped by {stop.name} at step {step}: checkpoint saved in "
+                f"{checkpointer.directory}; run the same command to resume", stop.signum)
+          if step == total_steps:
+            break
   finally:
     checkpointer.close()
   if not last_eval:  # Resumed a finished run: evaluate what is there.
@@ -270,26 +287,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
   return reporter.finish(step, last_eval, stall_detector.summary())
 
 
-def average_metrics(pending: list[dict], step: int) -> dict:
-  """Fetches the pending per-step metrics (one host sync), checks and averages them."""
-  check_finite(pending, step)
+def average_metrics(pending: list[dict]) -> dict:
+  """Fetches the pending per-step metrics (one host sync) and averages them."""
   values = jax.device_get(pending)
   return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
 
 
-def check_finite(pending: list[dict], step: int) -> None:
-  """Raises TrainingDiverged naming the first step whose loss or gradient norm is NaN/Inf."""
+def check_finite(pending: list[dict], step: int,
+                 last_finite: tuple[int, float] | None = None) -> tuple[int, float] | None:
+  """Raises TrainingDiverged at the first pending step whose loss, gradients or updated
+  parameters are NaN/Inf; else returns the last (step, loss), for the next call's message.
+
+  `pending`: the metrics of the steps up to `step`; `last_finite`: what the previous call returned.
+  """
   values = jax.device_get(pending)
   first_step = step - len(values) + 1
-  last_finite = None
   for offset, metrics in enumerate(values):
-    loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
-    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+    if not all(math.isfinite(float(metrics[k])) for k in ("loss", "grad_norm", "param_norm")):
+      last = "none" if last_finite is None else f"{last_finite[1]:.4f} at step {last_finite[0]}"
       raise TrainingDiverged(
-          f"the loss or gradients became NaN/Inf at step {first_step + offset} (last finite loss: "
-          f"{'none since the last log line' if last_finite is None else f'{last_finite:.4f}'}); training stopped, the last good checkpoint is kept. Try a lower "
+          f"the loss, gradients or parameters became NaN/Inf at step {first_step + offset} (last "
+          f"finite loss: {last}); training stopped, the last good checkpoint is kept. Try a lower "
           "learning rate (--lr) or another init (--init glorot, --init lsuv)")
-    last_finite = loss
+    last_finite = (first_step + offset, float(metrics["loss"]))
+  return last_finite
 
 
 def describe_run(config, dataset, mesh) -> str:

@@ -1,6 +1,7 @@
 """train.py and evaluate answer bad input with one clear line and exit code 2, before any work."""
 
 import hashlib
+import json
 import pathlib
 import subprocess
 import sys
@@ -91,3 +92,51 @@ def test_help_documents_flags_and_inits():
   assert result.returncode == 0
   for text in ("--init", "--config.optimizer.lr", "torch_default", "U(+-1/sqrt(fan_in))", "--batch-norm"):
     assert text in result.stdout
+
+
+def _one_clear_line(result, message):
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert len(lines) == 1 and "Traceback" not in result.stderr and message in lines[0], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("other_config", "holds a run with another config: model.variant ('paper' in the checkpoint"),
+    ("no_config", "holds checkpoints but no config.json"),
+])
+def test_workdir_of_another_run_is_refused_untouched(kind, message, tmp_path):
+  from googlenet_jax import configuration
+  workdir = tmp_path / "run"
+  (workdir / "checkpoints" / "200").mkdir(parents=True)
+  (workdir / "checkpoints" / "200" / "state").write_bytes(b"another run's weights")
+  if kind == "other_config":
+    other = configuration.load_config_file(REPO_ROOT / "configs" / "default.py")
+    other.model.variant = "paper"
+    (workdir / "config.json").write_text(json.dumps(other.to_dict()))
+  before = snapshot(workdir)
+  _one_clear_line(run_cli(["--workdir", str(workdir)]), message)
+  assert snapshot(workdir) == before
+
+
+BAD_BENCHMARK_ARGS = [
+    (["--batch-size", "0"], "must be > 0"),
+    (["--image-size", "8"], "--image-size must be >= 32"),
+    (["--dtype", "float8"], "invalid choice: 'float8'"),
+    (["--steps", "x"], "is not a number"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_BENCHMARK_ARGS, ids=[" ".join(a) for a, _ in BAD_BENCHMARK_ARGS])
+def test_bad_benchmark_input(args, message):
+  result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "benchmark_step.py"), *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  _one_clear_line(result, message)
+
+
+def test_evaluate_workdir_without_checkpoint(tmp_path):
+  from googlenet_jax import configuration
+  config = configuration.load_config_file(REPO_ROOT / "configs" / "default.py")
+  config.dataset, config.image_size = "synthetic", 32
+  (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+  _one_clear_line(run_cli(["--workdir", str(tmp_path)], module="googlenet_jax.evaluate"),
+                  "has no checkpoint to evaluate")
