@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.0
   config.model.lrn = False
   config.model.activation = "relu"
-  config.model.dtype = "float32"
+  config.model.dtype = "auto"  # bfloat16 on TPU/GPU, float32 on CPU (parameters stay float32)
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "sgd"  # sgd, momentum, nesterov, adam, adamw

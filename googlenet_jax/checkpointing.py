@@ -19,6 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from googlenet_jax import sharding
+
 CONFIG_FILE = "config.json"
 CORRUPT_DIR = "corrupt_checkpoints"
 
@@ -90,8 +92,10 @@ class Checkpointer:
         return step, self.restore(step, target)
       except CheckpointError as e:
         quarantine = self.workdir / CORRUPT_DIR / str(step)
-        quarantine.parent.mkdir(exist_ok=True)
-        shutil.move(str(self.directory / str(step)), str(quarantine))
+        if jax.process_index() == 0:  # one process moves it; the others wait for the move
+          quarantine.parent.mkdir(exist_ok=True)
+          shutil.move(str(self.directory / str(step)), str(quarantine))
+        sharding.sync(f"quarantine_{step}")
         self._manager.reload()
         warn(f"warning: {e}; moved it to {quarantine} and trying the previous checkpoint")
     if steps:

@@ -6,12 +6,13 @@ A user's mistake ends the program with one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 
 import ml_collections
 
-from googlenet_jax import checkpointing, configuration, inits, input_pipeline, stall
+from googlenet_jax import checkpointing, configuration, inits, input_pipeline, sharding, stall
 from googlenet_jax.interrupts import TrainingInterrupted
 
 USAGE_ERROR = 2
@@ -24,7 +25,7 @@ class UserError(Exception):
 
 
 USER_ERRORS = (UserError, configuration.ConfigError, input_pipeline.DataError,
-               checkpointing.CheckpointError)
+               checkpointing.CheckpointError, sharding.ShardingError)
 
 
 def run(main) -> int:
@@ -69,7 +70,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--batch-norm", action="store_true", default=None,
                       help="conv + BatchNorm + ReLU everywhere")
   parser.add_argument("--activation", help="relu, tanh, sigmoid, gelu or leaky_relu")
-  parser.add_argument("--dtype", help="computation dtype: float32 or bfloat16")
+  parser.add_argument("--dtype", help="computation dtype: float32, bfloat16 or auto (the "
+                      "default: bfloat16 on TPU/GPU, float32 on CPU)")
   parser.add_argument("--fail-on-stall", action="store_true", default=None,
                       help="stop with exit code 3 when training stalls at chance")
 
@@ -105,11 +107,10 @@ def build_config(args: argparse.Namespace, extra: list[str]) -> ml_collections.C
 
 
 def parse_init_list(text: str, flag: str) -> list[str]:
-  """Canonical scheme names from "a,b,c" (aliases allowed, repeats dropped); UserError if unknown."""
+  """Canonical scheme specs from "a,b:k=v,c" (aliases and parameters allowed, repeats
+  dropped); UserError if unknown or malformed."""
   schemes = []
-  for name in (n.strip() for n in text.split(",")):
-    if not name:
-      continue
+  for name in inits.split_specs(text):
     try:
       scheme = inits.get_init(name).name
     except ValueError as e:
@@ -125,7 +126,7 @@ def prepare_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
   workdir = pathlib.Path(workdir)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
+    probe = workdir / f".write_test_{os.getpid()}"  # one per process: several may share it
     probe.write_text("")
     probe.unlink()
   except OSError as e:

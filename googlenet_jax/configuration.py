@@ -13,7 +13,7 @@ from googlenet_jax.models import MIN_IMAGE_SIZE, VARIANTS
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on TPU/GPU, float32 on CPU
 
 # Fields a resumed run may change; any other difference from the checkpoint's
 # config means another run, and is refused.

@@ -25,6 +25,7 @@ import pathlib
 import sys
 
 from googlenet_jax import cli, configuration, inits, input_pipeline
+from googlenet_jax.layers import ACTIVATIONS
 from googlenet_jax.models import MIN_IMAGE_SIZE, VARIANTS
 
 DEFAULT_INITS = "glorot_uniform,he_normal,torch_default,lecun_normal,lsuv"
@@ -55,7 +56,10 @@ def make_parser() -> argparse.ArgumentParser:
                       help=f"images are resized to this square size (>= {MIN_IMAGE_SIZE})")
   parser.add_argument("--batch-size", type=_positive_int, default=128)
   parser.add_argument("--variant", default="d2l", help=f"{' or '.join(VARIANTS)}")
-  parser.add_argument("--batch-norm", action="store_true", help="conv + BatchNorm + ReLU everywhere")
+  parser.add_argument("--batch-norm", action="store_true",
+                      help="conv + BatchNorm + activation everywhere")
+  parser.add_argument("--activation", default="relu",
+                      help=f"the nonlinearity after every conv: {', '.join(ACTIVATIONS)} (default relu)")
   parser.add_argument("--seed", type=int, default=0, help="parameter init and data order")
   parser.add_argument("--out", default="runs/diagnose", help="folder for the JSON and the PNG")
   return parser
@@ -64,6 +68,9 @@ def make_parser() -> argparse.ArgumentParser:
 def check_args(args) -> None:
   if args.variant not in VARIANTS:
     raise cli.UserError(f"unknown variant {args.variant!r}; valid choices: {', '.join(VARIANTS)}")
+  if args.activation not in ACTIVATIONS:
+    raise cli.UserError(f"unknown activation {args.activation!r}; valid choices: "
+                        f"{', '.join(ACTIVATIONS)}")
   if args.image_size < MIN_IMAGE_SIZE:
     raise cli.UserError(f"--image-size {args.image_size} is too small: GoogLeNet halves it five "
                         f"times, so it needs at least {MIN_IMAGE_SIZE}")
@@ -115,7 +122,8 @@ def write_outputs(reports, out: pathlib.Path, settings: dict) -> tuple[pathlib.P
   report_path = out / REPORT_FILE
   report_path.write_text(json.dumps({"settings": settings,
                                      "schemes": [r.to_dict() for r in reports]}, indent=2) + "\n")
-  title = (f"GoogLeNet ({settings['variant']}{', BatchNorm' if settings['batch_norm'] else ''}) at init, "
+  title = (f"GoogLeNet ({settings['variant']}, {settings['activation']}"
+           f"{', BatchNorm' if settings['batch_norm'] else ''}) at init, "
            f"{settings['dataset']} {settings['image_size']}x{settings['image_size']}, "
            f"batch {settings['batch_size']}")
   plot_path = plots.plot_signal_propagation(
@@ -138,12 +146,13 @@ def main(argv=None) -> int:
     print(f"diagnosing {scheme} ...", file=sys.stderr, flush=True)
     report = diagnostics.diagnose_scheme(scheme, images, labels, dataset.num_classes,
                                          variant=args.variant, batch_norm=args.batch_norm,
-                                         seed=args.seed)
+                                         activation=args.activation, seed=args.seed)
     print(format_report(report) + "\n", flush=True)
     reports.append(report)
   print(format_summary(reports))
   settings = {"dataset": dataset.name, "image_size": args.image_size, "batch_size": args.batch_size,
-              "variant": args.variant, "batch_norm": args.batch_norm, "seed": args.seed}
+              "variant": args.variant, "batch_norm": args.batch_norm,
+              "activation": args.activation, "seed": args.seed}
   report_path, plot_path = write_outputs(reports, out, settings)
   print(f"\nreport: {report_path}; plot: {plot_path}")
   return 0

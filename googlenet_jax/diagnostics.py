@@ -22,9 +22,14 @@ rather than on zero padding (1 for 1x1 convs and dense layers; a 5x5 conv with
 padding 2 on a 3x3 map sees only 9 of its 25 taps, r = 0.36).
 
 E[x^2] comes from the theory where a layer is fed by a single conv through its
-ReLU (`SINGLE_FEEDERS`: conv2 <- conv2_reduce, each inception's b2_3x3 <-
-b2_reduce and b3_5x5 <- b3_reduce): for z symmetric about 0, E[relu(z)^2] =
-E[z^2] / 2, with z the feeder's measured output. Everywhere else the input is
+activation f (`SINGLE_FEEDERS`: conv2 <- conv2_reduce, each inception's b2_3x3 <-
+b2_reduce and b3_5x5 <- b3_reduce): E[x^2] = g * E[z^2], z the feeder's measured
+output and g the activation's second-moment gain. For ReLU g = 1/2 in closed form
+(z symmetric about 0: E[relu(z)^2] = E[z^2] / 2); for the others (tanh, sigmoid,
+gelu, leaky_relu) g = E[f(z)^2] / E[z^2] for z ~ N(mean, std^2) with the feeder's
+measured mean and std, by Gauss-Hermite quadrature (tanh and sigmoid are not
+homogeneous, so their gain depends on the scale: tanh's g -> 1 for small z,
+sigmoid's E[f(z)^2] -> 1/4 however small z is). Each report names its gain. Everywhere else the input is
 the image or has gone through max-pooling, concatenation or average pooling,
 which no halving rule describes (max-pool keeps the largest of 9 values); there
 the prediction takes the measured E[x^2] of the input ("measured input" in the
@@ -56,7 +61,7 @@ import optax
 
 from googlenet_jax import lsuv
 from googlenet_jax.inits import fans, get_init
-from googlenet_jax.layers import Conv
+from googlenet_jax.layers import Conv, get_activation
 from googlenet_jax.models import GoogLeNet
 
 BAND = 10.0
@@ -174,29 +179,28 @@ def trace_layers(model, variables, images) -> tuple[list[tuple[str, ...]], dict]
 
 
 def _preact_summary(intermediates) -> dict:
-  """{layer path: {mean, std, ms = E[y^2], dead = P(y <= 0), input_ms}} from the sown values."""
+  """{layer path: {mean, std, dead = P(y <= 0), input_ms}} from the sown values."""
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(intermediates))
   summary = {}
   for path, value in flat.items():
     layer, kind = path[:-1], path[-1]
     if kind == lsuv.PREACT:
       y = value[0].astype(jnp.float32)
-      summary.setdefault(layer, {}).update(mean=jnp.mean(y), std=jnp.std(y),
-                                           ms=jnp.mean(jnp.square(y)), dead=jnp.mean(y <= 0))
+      summary.setdefault(layer, {}).update(mean=jnp.mean(y), std=jnp.std(y), dead=jnp.mean(y <= 0))
     elif kind == "input_ms":
       summary.setdefault(layer, {})["input_ms"] = value[0]
   return summary
 
 
 @functools.lru_cache(maxsize=8)
-def _forward_backward(num_classes: int, variant: str, batch_norm: bool):
+def _forward_backward(num_classes: int, variant: str, batch_norm: bool, activation: str):
   """A jitted (variables, images, labels, rng) -> (loss, logits, summary, grads).
 
   Cached per architecture, so every scheme (and every call in one process)
   reuses one compiled program.
   """
   model = GoogLeNet(num_classes=num_classes, variant=variant, batch_norm=batch_norm,
-                    init_scheme=_APPLY_SCHEME)
+                    activation=activation, init_scheme=_APPLY_SCHEME)
 
   def loss_fn(params, others, images, labels, rng):
     outputs, state = model.apply({"params": params, **others}, images, train=True,
@@ -254,19 +258,39 @@ def _layer_stats(path, params, grads, summary, fraction, batch_norm) -> LayerSta
       predicted_std=predicted, prediction=None if batch_norm else MEASURED_INPUT)
 
 
-def _predict_from_feeders(stats: list[LayerStats], summary_ms: dict[str, float]) -> None:
-  """Re-predicts single-feeder layers with E[x^2] = E[y_feeder^2] / 2 (ReLU halving)."""
+_HERMITE_NODES, _HERMITE_WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
+
+
+def activation_second_moment(activation: str, mean: float, std: float) -> tuple[float, str]:
+  """(E[f(z)^2] for z ~ N(mean, std^2), how it was computed).
+
+  ReLU: E[z^2] / 2, the closed form for z symmetric about 0 (the theory's halving).
+  Others: 64-point Gauss-Hermite quadrature of f(z)^2 under the normal density.
+  """
+  if activation == "relu":
+    return (mean ** 2 + std ** 2) / 2, "relu: E[z^2]/2"
+  f = get_activation(activation)
+  z = mean + std * _HERMITE_NODES
+  values = np.square(np.asarray(f(jnp.asarray(z, jnp.float32)), np.float64))
+  moment = float(np.sum(_HERMITE_WEIGHTS * values) / math.sqrt(2 * math.pi))
+  gain = moment / (mean ** 2 + std ** 2) if mean or std else math.nan
+  return moment, f"{activation}: E[f(z)^2] = {gain:.3g} E[z^2] (Gauss-Hermite, z ~ N(mean, std^2))"
+
+
+def _predict_from_feeders(stats: list[LayerStats], activation: str = "relu") -> None:
+  """Re-predicts single-feeder layers with E[x^2] = E[f(y_feeder)^2] (`activation_second_moment`)."""
+  by_name = {s.layer: s for s in stats}
   for s in stats:
     parent, _, name = s.layer.rpartition("/")
     if s.predicted_std is None or name not in SINGLE_FEEDERS:
       continue
-    feeder = f"{parent}/{SINGLE_FEEDERS[name]}" if parent else SINGLE_FEEDERS[name]
-    if feeder not in summary_ms:
+    feeder = by_name.get(f"{parent}/{SINGLE_FEEDERS[name]}" if parent else SINGLE_FEEDERS[name])
+    if feeder is None:
       continue
-    weight_var = s.weight_std ** 2
-    s.predicted_std = math.sqrt(predicted_variance(s.fan_in, weight_var, summary_ms[feeder] / 2,
+    input_ms, gain = activation_second_moment(activation, feeder.mean, feeder.std)
+    s.predicted_std = math.sqrt(predicted_variance(s.fan_in, s.weight_std ** 2, input_ms,
                                                    s.bias_std ** 2, s.tap_fraction))
-    s.prediction = f"feeder {feeder}"
+    s.prediction = f"feeder {feeder.layer} ({gain})"
 
 
 def verdict(layers: list[LayerStats], logits_std: float, band: float = BAND,
@@ -296,7 +320,8 @@ def verdict(layers: list[LayerStats], logits_std: float, band: float = BAND,
 
 
 def diagnose_scheme(scheme: str, images: jax.Array, labels: jax.Array, num_classes: int, *,
-                    variant: str = "d2l", batch_norm: bool = False, seed: int = 0) -> SchemeReport:
+                    variant: str = "d2l", batch_norm: bool = False, activation: str = "relu",
+                    seed: int = 0) -> SchemeReport:
   """Initializes GoogLeNet with `scheme` and measures one forward/backward pass on the batch.
 
   `images`: float NHWC at the model's resolution (`input_pipeline.preprocess`);
@@ -304,16 +329,16 @@ def diagnose_scheme(scheme: str, images: jax.Array, labels: jax.Array, num_class
   """
   scheme = get_init(scheme)
   model = GoogLeNet(num_classes=num_classes, variant=variant, batch_norm=batch_norm,
-                    init_scheme=scheme.name)
+                    activation=activation, init_scheme=scheme.name)
   variables = init_variables(model, images, seed)
   order, fractions = trace_layers(model, variables, images)
-  run = _forward_backward(num_classes, variant, batch_norm)
+  run = _forward_backward(num_classes, variant, batch_norm, activation)
   loss, logits, summary, grads = jax.device_get(
       run(variables, images, labels, jax.random.fold_in(jax.random.key(seed), 1)))
   params = jax.device_get(variables["params"])
   stats = [_layer_stats(path, params, grads, summary, fractions.get(path, 1.0), batch_norm)
            for path in order]
-  _predict_from_feeders(stats, {_layer_name(p): float(summary[p]["ms"]) for p in order})
+  _predict_from_feeders(stats, activation)
   logits_std = float(np.mean(np.std(np.asarray(logits, np.float64), axis=0)))
   kind, where, reason = verdict(stats, logits_std)
   return SchemeReport(scheme.name, scheme.formula, float(loss), logits_std, stats, kind, where, reason)

@@ -42,12 +42,11 @@ def main(argv=None) -> int:
     raise cli.UserError(f"{args.workdir} has no checkpoint to evaluate")
   state = checkpointer.restore(step, run.state)
   checkpointer.close()
-  metrics, predictions = training.evaluate(training.make_eval_step(run.model, config.image_size), state,
-                                           dataset.test_images, dataset.test_labels,
-                                           config.eval_batch_size, mesh)
+  metrics, counts = training.evaluate(training.make_eval_step(run.model, config.image_size), state,
+                                      dataset.test_images, dataset.test_labels,
+                                      config.eval_batch_size, mesh)
   print(f"{args.workdir} at step {step}: test accuracy {metrics['accuracy']:.4f}, "
         f"loss {metrics['loss']:.4f} on {metrics['count']} {dataset.name} test images")
-  counts = training.confusion_matrix(dataset.test_labels, predictions, dataset.num_classes)
   print(format_confusion(counts, dataset.class_names))
   return 0
 

@@ -87,3 +87,26 @@ def plot_signal_propagation(layers_by_scheme: dict[str, list[tuple[str, float, f
               title="Kernel gradients")
   fig.suptitle(title)
   return _save(fig, [ax_act, ax_grad], out_path)
+
+
+def plot_grid_heatmap(accuracy: list[list[float | None]], labels: list[list[str]], rows: list[str],
+                      columns: list[str], out_path, num_classes: int = 10,
+                      title: str = "Test accuracy, init x activation") -> pathlib.Path:
+  """A heat map of test accuracy (rows: init schemes, columns: activations), each cell
+  annotated with `labels` (accuracy, stalled/diverged); chance is the bottom of the scale."""
+  values = [[math.nan if v is None else v for v in row] for row in accuracy]
+  fig, ax = plt.subplots(figsize=(2.2 * len(columns) + 3, 0.6 * len(rows) + 2))
+  image = ax.imshow(values, cmap="viridis", vmin=1 / num_classes, vmax=1.0, aspect="auto")
+  ax.set_xticks(range(len(columns)), columns)
+  ax.set_yticks(range(len(rows)), rows)
+  for i, row in enumerate(labels):
+    for j, text in enumerate(row):
+      dark = math.isnan(values[i][j]) or values[i][j] < 0.6
+      ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black", fontsize=9)
+  ax.set(xlabel="activation", ylabel="init scheme", title=title)
+  fig.colorbar(image, ax=ax, label=f"test accuracy (chance = {1 / num_classes:.2f})")
+  fig.tight_layout()
+  out_path = pathlib.Path(out_path)
+  fig.savefig(out_path, dpi=100)
+  plt.close(fig)
+  return out_path

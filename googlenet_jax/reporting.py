@@ -96,3 +96,23 @@ class Reporter:
                  f"({test_metrics['count']} images), {seconds / 60:.1f} min, "
                  f"{throughput:.0f} img/s (median); curves in {plot_path}")
     return summary
+
+
+class QuietReporter:
+  """What the processes other than 0 report: nothing (process 0 writes logs and plots)."""
+
+  def message(self, text: str) -> None:
+    pass
+
+  def start(self, step, total_steps, steps_per_epoch, description) -> None:
+    pass
+
+  def log_train(self, step, epoch, metrics, lr, images_per_sec) -> None:
+    pass
+
+  def log_eval(self, step, epoch, metrics) -> None:
+    pass
+
+  def finish(self, step: int, test_metrics: dict, extra: dict | None = None) -> dict:
+    return {"step": step, "test_accuracy": test_metrics["accuracy"],
+            "test_loss": test_metrics["loss"], **(extra or {})}

@@ -1,7 +1,10 @@
 """Data parallelism with a 1-D `Mesh` over every device and `NamedSharding`.
 
 The batch is split on the "data" axis and the train state is replicated;
-`jax.jit` then inserts the gradient all-reduce itself.
+`jax.jit` then inserts the gradient all-reduce itself. Under several processes
+(`initialize_distributed`, JAX's own multi-process runtime) the mesh spans the
+devices of every process; each process puts only its own rows of a global batch
+on its devices (`put_batch`, through `jax.make_array_from_process_local_data`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,30 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """`jax.distributed.initialize` before any other JAX call.
+
+  Without arguments JAX detects the cluster (Cloud TPU, Slurm, ...). CPU
+  processes exchange gradients through gloo.
+  """
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+
+
+def is_main_process() -> bool:
+  """Process 0 writes logs, plots and the progress bar."""
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """A barrier across processes (nothing to wait for with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -25,14 +52,31 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+class ShardingError(ValueError):
+  """A setting that does not fit the devices (a user error: one line, exit code 2)."""
+
+
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
   if batch_size % mesh.size:
-    raise ValueError(f"batch size {batch_size} must be a multiple of the device count {mesh.size}")
+    raise ShardingError(f"batch size {batch_size} must be a multiple of the device count "
+                        f"{mesh.size} (the batch is split over every device)")
+
+
+def local_rows(global_rows: int, mesh: Mesh) -> slice:
+  """The rows of a global batch that live on this process's devices (one block of the data axis)."""
+  indices = batch_sharded(mesh).addressable_devices_indices_map((global_rows,))
+  starts = [index[0].start or 0 for index in indices.values()]
+  stops = [global_rows if index[0].stop is None else index[0].stop for index in indices.values()]
+  return slice(min(starts), max(stops))
 
 
 def put_batch(batch, mesh: Mesh):
-  """Places a host batch (a tuple of numpy arrays) on the mesh, split on the batch axis."""
-  return jax.device_put(batch, batch_sharded(mesh))
+  """Places a global host batch (a tuple of numpy arrays, all processes holding the same
+  one) on the mesh, split on the batch axis: each process transfers only its own rows."""
+  sharding = batch_sharded(mesh)
+  rows = local_rows(len(batch[0]), mesh)
+  return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(x)[rows], x.shape)
+               for x in batch)
 
 
 def put_replicated(tree, mesh: Mesh):

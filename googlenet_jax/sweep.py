@@ -31,7 +31,8 @@ from typing import Callable
 
 import ml_collections
 
-from googlenet_jax import checkpointing, cli, configuration, input_pipeline
+from googlenet_jax import checkpointing, cli, configuration, inits, input_pipeline
+from googlenet_jax.layers import ACTIVATIONS
 from googlenet_jax.reporting import METRICS_FILE
 
 DEFAULT_INITS = "torch_default,lecun_normal,glorot_uniform,he_normal,lsuv"
@@ -46,6 +47,7 @@ SUMMARY_FILE = "summary.json"
 STOPPED_FILE = "sweep_stopped.json"  # a scheme whose training stopped early (NaN/Inf, stall)
 TABLE_MD, TABLE_CSV = "sweep.md", "sweep.csv"
 LOSS_PLOT, ACCURACY_PLOT = "train_loss.png", "test_accuracy.png"
+GRID_MD, GRID_CSV, GRID_PLOT = "grid.md", "grid.csv", "grid.png"
 
 
 def scheme_config(config: ml_collections.ConfigDict, scheme: str) -> ml_collections.ConfigDict:
@@ -65,13 +67,19 @@ def dataset_facts(config: ml_collections.ConfigDict) -> tuple[int, int]:
   return dataset.num_classes, config.steps or config.epochs * per_epoch
 
 
+def scheme_dir(out: pathlib.Path, scheme: str) -> pathlib.Path:
+  """<out>/<scheme>, with a parametrized spec made file-name safe."""
+  return out / inits.slug(scheme)
+
+
 def check_workdirs(out: pathlib.Path, configs: dict[str, ml_collections.ConfigDict]) -> None:
   """Refuses, before any training, a <out>/<scheme> that holds a run of another config."""
   for scheme, config in configs.items():
-    saved = checkpointing.load_config(out / scheme)
+    workdir = scheme_dir(out, scheme)
+    saved = checkpointing.load_config(workdir)
     diffs = configuration.incompatible_fields(saved, config.to_dict()) if saved else []
     if diffs:
-      raise cli.UserError(f"{out / scheme} holds a run with another config: {'; '.join(diffs)}. "
+      raise cli.UserError(f"{workdir} holds a run with another config: {'; '.join(diffs)}. "
                           "Use another --out, or the same settings to resume.")
 
 
@@ -221,9 +229,10 @@ def describe(config: ml_collections.ConfigDict, config_name: str, total_steps: i
 def write_report(out: pathlib.Path, config: ml_collections.ConfigDict, schemes: list[str],
                  config_name: str, num_classes: int, total_steps: int,
                  threshold: float = LOSS_THRESHOLD) -> str:
-  """Writes the Markdown and CSV tables and the two plots from the workdirs; returns the Markdown."""
+  """Writes the Markdown and CSV tables and the two plots from the workdirs; returns
+  (the Markdown, the table's rows)."""
   from googlenet_jax import plots  # matplotlib only here.
-  results = [load_result(out / s, s) for s in schemes]
+  results = [load_result(scheme_dir(out, s), s) for s in schemes]
   rows = build_table(results, num_classes, threshold)
   tag, details = describe(config, config_name, total_steps)
   markdown = format_markdown(rows, f"Init sweep: {tag}", details, num_classes, threshold)
@@ -234,7 +243,7 @@ def write_report(out: pathlib.Path, config: ml_collections.ConfigDict, schemes: 
                         title=f"Train loss by init scheme ({tag})")
   plots.plot_sweep_accuracy(records, out / ACCURACY_PLOT, num_classes,
                             title=f"Test accuracy by init scheme ({tag})")
-  return markdown
+  return markdown, rows
 
 
 def default_reporter(workdir: pathlib.Path):
@@ -242,22 +251,96 @@ def default_reporter(workdir: pathlib.Path):
   return reporting.Reporter(workdir)
 
 
+def train_schemes(configs: dict[str, ml_collections.ConfigDict], out: pathlib.Path,
+                  total_steps: int, make_reporter: Callable, label: str = "") -> None:
+  """Trains every scheme of `configs` not yet done in <out>/<scheme>/."""
+  for i, (scheme, scheme_cfg) in enumerate(configs.items(), 1):
+    workdir = cli.prepare_workdir(scheme_dir(out, scheme))
+    name = f"{label}{scheme}"
+    if is_done(workdir, total_steps):
+      print(f"[{i}/{len(configs)}] {name}: done in {workdir}, skipped", file=sys.stderr)
+      continue
+    print(f"[{i}/{len(configs)}] {name}: training in {workdir}", file=sys.stderr)
+    train_scheme(scheme_cfg, workdir, total_steps, make_reporter)
+
+
 def run_sweep(config: ml_collections.ConfigDict, schemes: list[str], out: str | pathlib.Path,
               config_name: str = "config", make_reporter: Callable = default_reporter,
               threshold: float = LOSS_THRESHOLD) -> str:
   """Trains every scheme not yet done in <out>/<scheme>/, then writes the report; returns its Markdown."""
+  from googlenet_jax import training
   out = pathlib.Path(out)
+  training.resolve_dtype(config)  # as train_and_evaluate saves it, for check_workdirs
   num_classes, total_steps = dataset_facts(config)
   configs = {s: scheme_config(config, s) for s in schemes}
   check_workdirs(out, configs)
-  for i, (scheme, scheme_cfg) in enumerate(configs.items(), 1):
-    workdir = cli.prepare_workdir(out / scheme)
-    if is_done(workdir, total_steps):
-      print(f"[{i}/{len(schemes)}] {scheme}: done in {workdir}, skipped", file=sys.stderr)
-      continue
-    print(f"[{i}/{len(schemes)}] {scheme}: training in {workdir}", file=sys.stderr)
-    train_scheme(scheme_cfg, workdir, total_steps, make_reporter)
-  return write_report(out, config, schemes, config_name, num_classes, total_steps, threshold)
+  train_schemes(configs, out, total_steps, make_reporter)
+  return write_report(out, config, schemes, config_name, num_classes, total_steps, threshold)[0]
+
+
+def activation_config(config: ml_collections.ConfigDict, activation: str) -> ml_collections.ConfigDict:
+  copy = config.copy_and_resolve_references()
+  copy.model.activation = activation
+  configuration.validate(copy)
+  return copy
+
+
+def grid_cell(row: dict) -> str:
+  """A grid cell: the test accuracy, and whether the run stalled or diverged."""
+  if row["note"] and "NaN/Inf" in row["note"]:
+    return "diverged"
+  accuracy = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
+  return f"{accuracy} (stalled)" if row["stalled"] else accuracy
+
+
+def format_grid(grid: dict[str, dict[str, dict]], activations: list[str], title: str,
+                details: str) -> str:
+  lines = [f"# {title}", "", details, "", "| scheme | " + " | ".join(activations) + " |",
+           "|---|" + "---:|" * len(activations)]
+  lines += [f"| {scheme} | " + " | ".join(grid_cell(row[a]) for a in activations) + " |"
+            for scheme, row in grid.items()]
+  lines += ["", "Cells: test accuracy after the full run; (stalled): the loss sat at chance "
+            "(see each activation's sweep.md); diverged: NaN/Inf stopped the run. Per-activation "
+            "tables and curves: <activation>/sweep.md, train_loss.png, test_accuracy.png."]
+  return "\n".join(lines) + "\n"
+
+
+def run_grid(config: ml_collections.ConfigDict, schemes: list[str], activations: list[str],
+             out: str | pathlib.Path, config_name: str = "config",
+             make_reporter: Callable = default_reporter) -> str:
+  """The init x activation grid: a sweep per activation in <out>/<activation>/, then
+  <out>/grid.md, grid.csv and the heat map grid.png; returns the Markdown."""
+  from googlenet_jax import plots, training  # matplotlib only here.
+  out = pathlib.Path(out)
+  training.resolve_dtype(config)  # as train_and_evaluate saves it, for check_workdirs
+  num_classes, total_steps = dataset_facts(config)
+  per_activation = {a: activation_config(config, a) for a in activations}
+  cells = {a: {s: scheme_config(c, s) for s in schemes} for a, c in per_activation.items()}
+  for activation, configs in cells.items():  # every refusal before any training
+    check_workdirs(out / activation, configs)
+  for activation, configs in cells.items():
+    train_schemes(configs, out / activation, total_steps, make_reporter, f"{activation} ")
+  grid: dict[str, dict[str, dict]] = {s: {} for s in schemes}
+  for activation, cfg in per_activation.items():
+    _, rows = write_report(out / activation, cfg, schemes, config_name, num_classes, total_steps)
+    for row in rows:
+      grid[row["scheme"]][activation] = row
+  tag, details = describe(config, config_name, total_steps)
+  details = details.replace(f", {config.model.activation})", ")")
+  markdown = format_grid(grid, activations, f"Init x activation grid: {tag}", details)
+  (out / GRID_MD).write_text(markdown)
+  with open(out / GRID_CSV, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["scheme", "activation", "test accuracy", "final train loss", "stalled", "note"])
+    for scheme, row in grid.items():
+      for a in activations:
+        r = row[a]
+        writer.writerow([scheme, a, r["test_accuracy"], r["final_train_loss"], r["stalled"], r["note"]])
+  accuracy = [[row[a]["test_accuracy"] for a in activations] for row in grid.values()]
+  labels = [[grid_cell(row[a]) for a in activations] for row in grid.values()]
+  plots.plot_grid_heatmap(accuracy, labels, schemes, activations, out / GRID_PLOT, num_classes,
+                          title=f"Test accuracy, init x activation ({tag})")
+  return markdown
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -268,8 +351,11 @@ def make_parser() -> argparse.ArgumentParser:
   parser.add_argument("--init", dest="single_init", help=argparse.SUPPRESS)  # refused in main
   parser.add_argument("--inits", default=DEFAULT_INITS,
                       help=f"comma-separated init schemes (default: {DEFAULT_INITS})")
+  parser.add_argument("--activations", help="comma-separated activations: run the init x "
+                      "activation grid (relu, tanh, sigmoid, gelu, leaky_relu)")
   parser.add_argument("--out", help="folder of the per-scheme workdirs, tables and plots "
-                      "(default: runs/sweep_<config name>[_bn])")
+                      "(default: runs/sweep_<config name>[_bn], runs/grid_<config name>[_bn] "
+                      "with --activations)")
   parser.add_argument("--log-every", type=int, help="log the train loss every N steps: the "
                       f"resolution of steps-to-{LOSS_THRESHOLD:g} (default: the config's "
                       f"log_every_steps, at most {LOG_EVERY_STEPS})")
@@ -287,12 +373,27 @@ def main(argv=None) -> int:
     raise cli.UserError(f"--log-every must be positive, got {args.log_every}")
   config.log_every_steps = args.log_every or min(config.log_every_steps, LOG_EVERY_STEPS)
   config_name = pathlib.Path(args.config).stem
+  activations = parse_activations(args.activations) if args.activations else None
+  kind = "grid" if activations else "sweep"
   out = cli.prepare_workdir(args.out or pathlib.Path("runs") / (
-      f"sweep_{config_name}" + ("_bn" if config.model.batch_norm else "")))
+      f"{kind}_{config_name}" + ("_bn" if config.model.batch_norm else "")))
+  if activations:
+    print(run_grid(config, schemes, activations, out, args.config))
+    print(f"grid: {out / GRID_MD}, {out / GRID_CSV}; heat map: {out / GRID_PLOT}")
+    return 0
   markdown = run_sweep(config, schemes, out, args.config)
   print(markdown)
   print(f"tables: {out / TABLE_MD}, {out / TABLE_CSV}; plots: {out / LOSS_PLOT}, {out / ACCURACY_PLOT}")
   return 0
+
+
+def parse_activations(text: str) -> list[str]:
+  names = list(dict.fromkeys(a.strip() for a in text.split(",") if a.strip()))
+  unknown = [a for a in names if a not in ACTIVATIONS]
+  if unknown or not names:
+    raise cli.UserError(f"--activations: unknown activation {', '.join(map(repr, unknown)) or 'none'}; "
+                        f"valid choices: {', '.join(ACTIVATIONS)}")
+  return names
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ inputs: batches split on the mesh's "data" axis, the state replicated.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 import time
@@ -37,11 +38,24 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array
 
 
+def compute_dtype(name: str) -> str:
+  """"auto" -> bfloat16 where the backend has fast bf16 units (TPU, GPU), else float32."""
+  if name != "auto":
+    return name
+  return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+def resolve_dtype(config: ml_collections.ConfigDict) -> None:
+  """Replaces model.dtype "auto" by what it means here, before the config is saved, so a
+  workdir records the dtype it trained in."""
+  config.model.dtype = compute_dtype(config.model.dtype)
+
+
 def create_model(config: ml_collections.ConfigDict, num_classes: int) -> GoogLeNet:
   m = config.model
   return GoogLeNet(num_classes=num_classes, variant=m.variant, init_scheme=config.init,
                    batch_norm=m.batch_norm, aux_logits=m.aux_logits, dropout_rate=m.dropout_rate,
-                   lrn=m.lrn, activation=m.activation, dtype=jnp.dtype(m.dtype))
+                   lrn=m.lrn, activation=m.activation, dtype=jnp.dtype(compute_dtype(m.dtype)))
 
 
 def make_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
@@ -80,13 +94,14 @@ def init_variables(model: GoogLeNet, rng: jax.Array, image_shape: tuple[int, ...
 def create_train_state(model, tx, rng, image_shape, mesh) -> TrainState:
   init_rng, train_rng = jax.random.split(rng)
 
-  @jax.jit
+  # Built replicated by jit itself: every process computes the same state on its devices.
+  @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
   def build():
     params, batch_stats = init_variables(model, init_rng, image_shape)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), rng=train_rng)
 
-  return sharding.put_replicated(build(), mesh)
+  return build()
 
 
 def cross_entropy(logits, labels, num_classes: int, label_smoothing: float) -> jax.Array:
@@ -134,41 +149,36 @@ def make_train_step(model: GoogLeNet, tx: optax.GradientTransformation, image_si
 
 
 def make_eval_step(model: GoogLeNet, image_size: int) -> Callable:
-  """(state, images, labels, mask) -> (sums of correct/loss/count, predictions)."""
+  """(state, images, labels, mask) -> sums of correct, loss, count and the confusion matrix.
+
+  Everything it returns is summed over the batch, so it comes back replicated and
+  any process can read it (the per-example predictions stay sharded on the devices).
+  """
   def eval_step(state: TrainState, images, labels, mask):
     x = input_pipeline.preprocess(images, image_size)
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, train=False)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     predictions = jnp.argmax(logits, -1)
-    sums = {"correct": jnp.sum((predictions == labels) & mask), "loss": jnp.sum(losses * mask),
-            "count": jnp.sum(mask)}
-    return sums, predictions
+    confusion = jnp.zeros((model.num_classes,) * 2, jnp.int32).at[labels, predictions].add(mask)
+    return {"correct": jnp.sum((predictions == labels) & mask), "loss": jnp.sum(losses * mask),
+            "count": jnp.sum(mask), "confusion": confusion}
 
   return jax.jit(eval_step)
 
 
-def evaluate(eval_step, state, images, labels, batch_size, mesh):
-  """Accuracy and mean loss over every example once, plus all predictions."""
+def evaluate(eval_step, state, images, labels, batch_size, mesh) -> tuple[dict, np.ndarray]:
+  """(accuracy, mean loss and count over every example once; confusion[true, predicted])."""
   batch_size = math.ceil(batch_size / mesh.size) * mesh.size
-  totals = {"correct": 0, "loss": 0.0, "count": 0}
-  predictions = []
+  totals = None
   for x, y, mask in input_pipeline.prefetch(
       input_pipeline.eval_batches(images, labels, batch_size), lambda b: sharding.put_batch(b, mesh)):
-    sums, pred = eval_step(state, x, y, mask)
-    sums, pred, mask = jax.device_get((sums, pred, mask))
-    totals = {k: totals[k] + sums[k] for k in totals}
-    predictions.append(pred[mask])
+    sums = eval_step(state, x, y, mask)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)  # one host sync for the whole test set
   count = int(totals["count"])
   return ({"accuracy": float(totals["correct"]) / count, "loss": float(totals["loss"]) / count,
            "count": count},
-          np.concatenate(predictions))
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-  """counts[true, predicted]."""
-  counts = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(counts, (labels, predictions), 1)
-  return counts
+          np.asarray(totals["confusion"], np.int64))
 
 
 def check_resumable(workdir, config_dict: dict) -> None:
@@ -213,6 +223,7 @@ def setup_run(config: ml_collections.ConfigDict, dataset, mesh) -> Run:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter) -> dict:
   """Trains (resuming from the latest checkpoint in `workdir`) and evaluates each epoch."""
+  resolve_dtype(config)
   config_dict = config.to_dict()
   check_resumable(workdir, config_dict)
   dataset = input_pipeline.load_dataset(config.dataset, config.data_dir or None)
@@ -223,7 +234,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
   model, schedule, state = run.model, run.schedule, run.state
   steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
   checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  checkpointing.save_config(workdir, config_dict)
+  if sharding.is_main_process():
+    checkpointing.save_config(workdir, config_dict)
   start_step, state = checkpointer.restore_latest(state, reporter.message)
   if start_step:
     reporter.message(f"resumed from the checkpoint at step {start_step} in {checkpointer.directory}")
@@ -315,6 +327,8 @@ def check_finite(pending: list[dict], step: int,
 
 def describe_run(config, dataset, mesh) -> str:
   devices = f"{mesh.size} x {mesh.devices.flat[0].platform}"
+  if jax.process_count() > 1:
+    devices += f" in {jax.process_count()} processes"
   return (f"GoogLeNet ({config.model.variant}) init={config.init} on {dataset.name} "
           f"({len(dataset.train_images)} train / {len(dataset.test_images)} test) at "
           f"{config.image_size}x{config.image_size}, batch {config.batch_size}, "

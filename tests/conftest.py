@@ -1,7 +1,18 @@
-"""Shared fixtures: parameter shapes of both variants, tiny IDX datasets."""
+"""Shared fixtures: parameter shapes of both variants, tiny IDX datasets.
+
+Compiling the tiny GoogLeNet dominates most tests, and many compile the same
+program: a persistent compilation cache (shared with the train.py subprocesses
+the tests start, through the environment) compiles each program once per machine.
+"""
 
 import gzip
+import os
 import pathlib
+import tempfile
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "googlenet_jax_test_jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax
 import jax.numpy as jnp

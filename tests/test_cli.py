@@ -13,6 +13,9 @@ from tests.conftest import REPO_ROOT, write_idx
 
 BAD_TRAIN_ARGS = [
     (["--init", "glorious"], "unknown init scheme 'glorious'"),
+    (["--init", "normal:std=abc"], "std must be a number, got 'abc'; normal takes std=float > 0"),
+    (["--init", "he_normal:mode=sideways"], "bad value 'sideways' for mode"),
+    (["--init", "orthogonal:gain=1,depth=2"], "unknown parameter 'depth'; orthogonal takes gain"),
     (["--dataset", "fashon_mnist"], "unknown dataset 'fashon_mnist'"),
     (["--variant", "resnet"], "unknown variant 'resnet'"),
     (["--activation", "swish"], "unknown activation 'swish'"),
@@ -112,6 +115,7 @@ def test_workdir_of_another_run_is_refused_untouched(kind, message, tmp_path):
   if kind == "other_config":
     other = configuration.load_config_file(REPO_ROOT / "configs" / "default.py")
     other.model.variant = "paper"
+    other.model.dtype = "float32"  # as train.py saves it on the CPU ("auto" resolved)
     (workdir / "config.json").write_text(json.dumps(other.to_dict()))
   before = snapshot(workdir)
   _one_clear_line(run_cli(["--workdir", str(workdir)]), message)

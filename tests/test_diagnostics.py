@@ -55,6 +55,28 @@ def test_theory_predicts_single_feeder_layers_within_2x(reports, scheme):
   assert all(0.5 <= r <= 2.0 for r in ratios.values()), ratios
 
 
+def test_activation_second_moments():
+  # ReLU: the theory's halving; quadrature agrees with it for z symmetric about 0.
+  assert diagnostics.activation_second_moment("relu", 0.0, 2.0)[0] == pytest.approx(2.0)
+  assert diagnostics.activation_second_moment("leaky_relu", 0.0, 2.0)[0] == pytest.approx(
+      2.0 * (1 + 0.01 ** 2), rel=1e-3)
+  # tanh is the identity for small z; sigmoid's output sits at 1/2 however small z is.
+  moment, how = diagnostics.activation_second_moment("tanh", 0.0, 1e-3)
+  assert moment == pytest.approx(1e-6, rel=1e-3) and how.startswith("tanh: E[f(z)^2] = 1 E[z^2]")
+  assert diagnostics.activation_second_moment("sigmoid", 0.0, 1e-3)[0] == pytest.approx(0.25, rel=1e-3)
+  # Saturation: tanh(z)^2 -> 1 for large z.
+  assert diagnostics.activation_second_moment("tanh", 0.0, 100.0)[0] == pytest.approx(1.0, abs=0.02)
+
+
+def test_theory_follows_the_activation(batch):
+  images, labels = batch
+  report = diagnostics.diagnose_scheme("glorot_uniform", images, labels, 10, activation="tanh")
+  ratios = report.single_feeder_ratios()
+  assert len(ratios) == 1 + 2 * 9 and all(0.5 <= r <= 2.0 for r in ratios.values()), ratios
+  assert all("tanh: E[f(z)^2]" in s.prediction for s in report.layers
+             if s.prediction.startswith("feeder"))
+
+
 def test_prediction_formula_and_padding_taps():
   assert diagnostics.predicted_variance(100, 0.02, 0.5, 0.1) == pytest.approx(1.1)
   # 5x5 pad 2 on a 3x3 map: of 3 outputs x 5 taps per axis, 9 read the input.

@@ -100,6 +100,8 @@ def test_interrupted_scheme_resumes_from_its_checkpoint(finished_sweep, tmp_path
     (["--config.init=he_normal"], "--inits a,b,c instead of --init"),
     (["--inits", ","], "--inits names no scheme"),
     (["--log-every", "0"], "--log-every must be positive"),
+    (["--activations", "relu,swish"], "--activations: unknown activation 'swish'"),
+    (["--inits", "he_normal:mode=sideways"], "bad value 'sideways' for mode"),
 ])
 def test_bad_input_exits_2_before_any_work(flags, message, tmp_path):
   out = tmp_path / "out"
@@ -145,3 +147,29 @@ def test_resumed_metrics_keep_the_latest_record_per_step(tmp_path):
   (tmp_path / "summary.json").write_text(json.dumps({"step": 20, "test_accuracy": 0.5}))
   result = sweep.load_result(tmp_path, "he_normal")
   assert [(r["step"], r["loss"]) for r in result.records] == [(10, 2.3), (20, 1.5)]
+
+
+def test_grid_of_inits_and_activations(tmp_path):
+  out = tmp_path / "grid"
+  flags = [f for f in TINY_FLAGS if f not in ("--inits", "kaiming,glorot")]
+  assert sweep.main(flags + ["--steps", "2", "--inits", "kaiming,normal:std=0.02",
+                             "--activations", "relu,tanh", "--out", str(out)]) == 0
+  with open(out / sweep.GRID_CSV) as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["scheme"], r["activation"]) for r in rows] == [
+      ("he_normal", "relu"), ("he_normal", "tanh"), ("normal:std=0.02", "relu"),
+      ("normal:std=0.02", "tanh")]
+  markdown = (out / sweep.GRID_MD).read_text()
+  assert "| scheme | relu | tanh |" in markdown and "| normal:std=0.02 |" in markdown
+  assert (out / sweep.GRID_PLOT).read_bytes()[:4] == b"\x89PNG"
+  config = json.loads((out / "tanh" / "normal-std=0.02" / "config.json").read_text())
+  assert config["init"] == "normal:std=0.02" and config["model"]["activation"] == "tanh"
+  assert (out / "relu" / sweep.TABLE_MD).is_file()  # each activation's own sweep report
+
+
+def test_grid_cells_say_stalled_and_diverged():
+  row = {"test_accuracy": 0.1, "stalled": True, "note": ""}
+  assert sweep.grid_cell(row) == "0.1000 (stalled)"
+  assert sweep.grid_cell({**row, "stalled": False}) == "0.1000"
+  assert sweep.grid_cell({"test_accuracy": None, "stalled": None,
+                          "note": "stopped: the loss ... became NaN/Inf at step 3"}) == "diverged"
