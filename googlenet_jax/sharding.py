@@ -33,11 +33,16 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
-def sync(name: str) -> None:
-  """A barrier across processes (nothing to wait for with one)."""
+def sync(name: str, timeout_s: int = 3600) -> None:
+  """Waits until every process gets here (nothing to wait for with one).
+
+  Through JAX's coordination service rather than a collective: the first
+  collective over a set of CPU devices sets up a gloo context, which fails when
+  the processes arrive more than 30 s apart (one still compiling, say).
+  """
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
+    from jax._src import distributed
+    distributed.global_state.client.wait_at_barrier(name, timeout_s * 1000)
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -233,6 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
   run = setup_run(config, dataset, mesh)
   model, schedule, state = run.model, run.schedule, run.state
   steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
+  sharding.sync("checkpoint_manager")  # orbax's own barrier is a collective (see sync)
   checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   if sharding.is_main_process():
     checkpointing.save_config(workdir, config_dict)
@@ -251,7 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
   reporter.start(start_step, total_steps, steps_per_epoch, describe_run(config, dataset, mesh))
 
   stall_detector = StallDetector.from_config(config, dataset.num_classes)
-  step, pending, last_eval, last_finite = start_step, [], {}, None
+  step, pending, last_eval, last_finite, compiled_step = start_step, [], {}, None, None
   interval_start, interval_images = time.perf_counter(), 0
   try:
     with StopOnSignal() as stop:
@@ -260,7 +261,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, reporter
         batches = input_pipeline.train_batches(dataset.train_images, dataset.train_labels,
                                                config.batch_size, config.seed, epoch, first)
         for images, labels in input_pipeline.prefetch(batches, lambda b: sharding.put_batch(b, mesh)):
-          state, metrics = train_step(state, images, labels)
+          if compiled_step is None:  # compile before the first collective, then line up
+            compiled_step = train_step.lower(state, images, labels).compile()
+            sharding.sync("train_step_compiled")
+          state, metrics = compiled_step(state, images, labels)
           step += 1
           pending.append(metrics)
           interval_images += config.batch_size

@@ -17,7 +17,10 @@ RUN_FLAGS = ["--dataset", "synthetic", "--image-size", "32", "--batch-size", "16
 
 
 def env_with_devices(n: int) -> dict:
-  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+  # No persistent compilation cache: one process loading a program while the other
+  # compiles it could reach the first collective more than gloo's 30 s apart.
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  return {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO_ROOT)}
 
 
