@@ -2,9 +2,14 @@
 
 Compiling the tiny GoogLeNet dominates most tests, and many compile the same
 program: a persistent compilation cache (shared with the train.py subprocesses
-the tests start, through the environment) compiles each program once per machine.
+the tests start, through the environment) compiles each program once per machine,
+and XLA's cheapest optimization level (jax_disable_most_optimizations) compiles
+it faster than the less optimized code loses on these tiny shapes (test_stall.py:
+108 -> 66 CPU seconds). Neither changes what the programs compute, beyond float
+rounding.
 """
 
+import functools
 import gzip
 import os
 import pathlib
@@ -13,6 +18,7 @@ import tempfile
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "googlenet_jax_test_jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +32,15 @@ def abstract_variables(model, image_shape, train=False):
   """Variables of `model` for one image, as shapes only (no compute)."""
   return jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
                                            jnp.zeros((1,) + image_shape), train=train))
+
+
+@functools.cache
+def initial_variables(image_size: int = 32, **model_fields):
+  """GoogLeNet(**model_fields).init for one image with key 0, compiled once (eager init,
+  op by op, is slower than compiling it); the same arrays for every test that asks."""
+  model = GoogLeNet(**model_fields)
+  x = jnp.zeros((1, image_size, image_size, 1))
+  return jax.jit(lambda: model.init(jax.random.key(0), x, train=False))()
 
 
 def kernel_shapes(params) -> set[tuple[int, ...]]:

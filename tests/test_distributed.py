@@ -16,12 +16,13 @@ RUN_FLAGS = ["--dataset", "synthetic", "--image-size", "32", "--batch-size", "16
              "--config.checkpoint_every_steps=2", "--config.eval_batch_size=256"]
 
 
-def env_with_devices(n: int) -> dict:
-  # No persistent compilation cache: one process loading a program while the other
-  # compiles it could reach the first collective more than gloo's 30 s apart.
-  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-  return {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
-          "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO_ROOT)}
+def env_with_devices(n: int, cache_dir) -> dict:
+  # A compilation cache of this test's own: the two processes find the same programs
+  # in it (none the first time, all of them when resuming), so neither reaches a
+  # collective long after the other because it compiled what the other loaded.
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+          "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO_ROOT),
+          "JAX_COMPILATION_CACHE_DIR": str(cache_dir)}
 
 
 def free_port() -> int:
@@ -33,7 +34,8 @@ def free_port() -> int:
 def train(workdir, steps: int, extra=(), devices: int = 4) -> subprocess.Popen:
   return subprocess.Popen(
       [sys.executable, str(REPO_ROOT / "train.py"), *RUN_FLAGS, "--steps", str(steps),
-       "--workdir", str(workdir), *extra], cwd=REPO_ROOT, env=env_with_devices(devices),
+       "--workdir", str(workdir), *extra], cwd=REPO_ROOT,
+      env=env_with_devices(devices, workdir.parent / "jax_cache"),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

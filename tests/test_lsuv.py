@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from googlenet_jax import GoogLeNet, input_pipeline, lsuv
-from tests.conftest import train_tiny
+from tests.conftest import initial_variables, train_tiny
 
 TOL = 0.1
 
@@ -17,7 +17,7 @@ def fitted():
   dataset = input_pipeline.load_dataset("synthetic")
   images = input_pipeline.preprocess(jnp.asarray(dataset.train_images[:16]), 32)
   model = GoogLeNet(num_classes=10, init_scheme="lsuv")
-  variables = model.init(jax.random.key(0), images[:1], train=False)
+  variables = initial_variables(num_classes=10, init_scheme="lsuv")
   new_variables, fits = lsuv.lsuv_init(model, variables, images, tol=TOL)
   return model, images, variables, new_variables, fits
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from googlenet_jax import GoogLeNet, Inception, get_init, inits
-from tests.conftest import abstract_variables
+from tests.conftest import abstract_variables, initial_variables
 
 
 def count_params(params) -> int:
@@ -96,9 +96,8 @@ def kernels(params) -> dict[str, jax.Array]:
 def test_the_scheme_reaches_every_layer():
   """he_normal and lecun_normal give every kernel the variance its formula predicts, so
   every conv/dense layer got the model's scheme (none fell back to Flax's default)."""
-  x = jnp.zeros((1, 32, 32, 1))
-  he = kernels(GoogLeNet(init_scheme="he_normal").init(jax.random.key(0), x, train=False)["params"])
-  lecun = kernels(GoogLeNet(init_scheme="lecun_normal").init(jax.random.key(0), x, train=False)["params"])
+  he = kernels(initial_variables(init_scheme="he_normal")["params"])
+  lecun = kernels(initial_variables(init_scheme="lecun_normal")["params"])
   assert he.keys() == lecun.keys() and len(he) == 3 + 9 * 6 + 1
   for name, kernel in he.items():
     expected_he = inits.kernel_variance("he_normal", kernel.shape)
@@ -109,8 +108,7 @@ def test_the_scheme_reaches_every_layer():
 
 
 def test_torch_default_biases_are_nonzero_and_bounded():
-  params = GoogLeNet(init_scheme="torch_default").init(
-      jax.random.key(0), jnp.zeros((1, 32, 32, 1)), train=False)["params"]
+  params = initial_variables(init_scheme="torch_default")["params"]
   flat = flax.traverse_util.flatten_dict(params)
   for path, bias in flat.items():
     if path[-1] == "bias":
@@ -126,8 +124,8 @@ def test_batch_norm_convs_have_no_bias():
   assert conv_paths and all(k[-1] == "kernel" for k in conv_paths)
   assert "batch_stats" in variables
   x = jax.random.uniform(jax.random.key(0), (4, 32, 32, 1))
-  real = model.init(jax.random.key(0), x, train=False)
-  _, updates = model.apply(real, x, train=True, mutable=["batch_stats"])
+  real = initial_variables(batch_norm=True)
+  _, updates = jax.jit(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(real)
   assert not jax.tree.all(jax.tree.map(jnp.array_equal, updates["batch_stats"], real["batch_stats"]))
 
 
@@ -154,7 +152,7 @@ class ForwardTest(chex.TestCase):
   def test_jit_and_eager_agree(self):
     model = GoogLeNet(init_scheme="he_normal")
     x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1))
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = initial_variables(init_scheme="he_normal")
     forward = self.variant(lambda v, x: model.apply(v, x, train=False))
     reference = GoogLeNet(init_scheme="he_normal").apply(variables, x, train=False)
     chex.assert_trees_all_close(forward(variables, x), reference, rtol=1e-5, atol=1e-6)

@@ -5,7 +5,6 @@ papermill does) sets TINY = True and the output folder, and the notebook derives
 """
 
 import json
-import os
 import pathlib
 
 import nbclient
@@ -45,11 +44,9 @@ def test_notebook_runs_tiny_on_cpu(tmp_path, monkeypatch):
                                        metadata={"tags": ["injected-parameters"]})
   nb.cells.insert(parameters_index(nb) + 1, override)
 
-  # The kernel, and the commands it starts, inherit this environment: the CPU only, and
-  # XLA's cheapest backend optimization (GoogLeNet's compiles dominate a run this short).
+  # The kernel, and the commands it starts, inherit this environment (the CPU only,
+  # and conftest's compilation settings).
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  monkeypatch.setenv("XLA_FLAGS", " ".join(
-      filter(None, [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0"])))
   client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                    resources={"metadata": {"path": str(NOTEBOOK.parent)}})
   client.execute()  # Raises CellExecutionError, with the cell's traceback, on a failure.

@@ -1,6 +1,7 @@
 """The jitted train step, data parallelism, checkpoints and the training loop (tiny settings)."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -119,8 +120,8 @@ EQUIVALENCE_SCRIPT = textwrap.dedent("""
 
 
 def test_one_device_and_eight_devices_agree():
-  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-         "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO_ROOT)}
   result = subprocess.run([sys.executable, "-c", EQUIVALENCE_SCRIPT], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
