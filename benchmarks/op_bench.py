@@ -22,7 +22,7 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 def d2l_convs(size: int):
   """(name, spatial_in, c_in, c_out, k, stride, pad) of every kxk conv (k>1) of d2l GoogLeNet."""
-  from googlenet_jax.models import INCEPTION_BLOCKS, POOL_AFTER
+  from googlenet_jax.models import INCEPTION_BLOCKS, pool_after
   s = size
   out = [("conv1 7x7/2", s, 1, 64, 7, 2, 3)]
   s = (s + 6 - 7) // 2 + 1
@@ -32,7 +32,7 @@ def d2l_convs(size: int):
   for name, c1, c2, c3, c4 in INCEPTION_BLOCKS:
     out.append((f"{name} 3x3", s, c2[0], c2[1], 3, 1, 1))
     out.append((f"{name} 5x5", s, c3[0], c3[1], 5, 1, 2))
-    if name in POOL_AFTER:
+    if name in pool_after(INCEPTION_BLOCKS):
       s = (s + 2 - 3) // 2 + 1
   return out
 

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 from googlenet_jax.inits import InitScheme, get_init
 from googlenet_jax.layers import ConvBlock, Dense, fused_1x1, get_activation, local_response_norm, max_pool
 
-VARIANTS = ("d2l", "paper")
+VARIANTS = ("d2l", "paper", "tiny")
 
 # (name, c1, (c2 reduce, c2), (c3 reduce, c3), c4): Table 1 of Szegedy et al.
-# 2015, which d2l.ai uses unchanged. A max-pool 3x3/2 follows 3b and 4e.
+# 2015, which d2l.ai uses unchanged. A max-pool 3x3/2 ends stages 3 and 4 (after 3b, 4e).
 INCEPTION_BLOCKS = (
     ("3a", 64, (96, 128), (16, 32), 32),
     ("3b", 128, (128, 192), (32, 96), 64),
@@ -30,8 +30,24 @@ INCEPTION_BLOCKS = (
     ("5a", 256, (160, 320), (32, 128), 128),
     ("5b", 384, (192, 384), (48, 128), 128),
 )
-POOL_AFTER = ("3b", "4e")
 AUX_AFTER = ("4a", "4d")
+# "tiny" keeps one Inception block per stage: the same stem, five stride-2 stages and
+# head as d2l with a third of the blocks, so it compiles about three times faster.
+# For smoke tests and the test suite's training-loop tests, not for results.
+TINY_BLOCKS = ("3a", "4a", "5a")
+
+
+def inception_blocks(variant: str) -> tuple[tuple, ...]:
+  """The (name, c1, c2, c3, c4) rows `variant` stacks, in order."""
+  if variant == "tiny":
+    return tuple(row for row in INCEPTION_BLOCKS if row[0] in TINY_BLOCKS)
+  return INCEPTION_BLOCKS
+
+
+def pool_after(blocks: tuple[tuple, ...]) -> set[str]:
+  """The blocks a max-pool 3x3/2 follows: the last of stages 3 and 4 ("3b", "4e" in d2l)."""
+  names = [row[0] for row in blocks]
+  return {name for name, following in zip(names, names[1:]) if following[0] != name[0]}
 
 # Five stride-2 stages (conv1 and four max-pools) take 32x32 to 1x1.
 MIN_IMAGE_SIZE = 32
@@ -102,6 +118,7 @@ class GoogLeNet(nn.Module):
 
   variant="d2l": the d2l.ai network (no LRN, no dropout, no aux heads by default).
   variant="paper": Szegedy et al. 2015, with LRN in the stem and dropout 0.4.
+  variant="tiny": d2l with one Inception block per stage (3a, 4a, 5a), for fast smoke tests.
   `lrn` and `dropout_rate` default (None) to the variant's choice.
   `init_scheme`: an InitScheme or its name; every conv/dense layer uses it.
   (Not called `init`: that name would hide `flax.linen.Module.init`.)
@@ -146,7 +163,8 @@ class GoogLeNet(nn.Module):
 
     # b3, b4, b5.
     aux_outputs = []
-    for name, c1, c2, c3, c4 in INCEPTION_BLOCKS:
+    blocks = inception_blocks(self.variant)
+    for name, c1, c2, c3, c4 in blocks:
       x = Inception(c1, c2, c3, c4, name=f"inception_{name}", **common)(x, train)
       if self.aux_logits and name in AUX_AFTER:
         head = AuxHead(self.num_classes, name=f"aux_{name}", **common)
@@ -154,7 +172,7 @@ class GoogLeNet(nn.Module):
         aux = head(x, train)
         if train:
           aux_outputs.append(aux)
-      if name in POOL_AFTER:
+      if name in pool_after(blocks):
         x = max_pool(x, 3, 2, 1)
         self.sow("intermediates", f"stage_b{name[0]}", x)
 

@@ -140,7 +140,7 @@ def test_bad_benchmark_input(args, message):
 def test_evaluate_workdir_without_checkpoint(tmp_path):
   from googlenet_jax import configuration
   config = configuration.load_config_file(REPO_ROOT / "configs" / "default.py")
-  config.dataset, config.image_size = "synthetic", 32
+  config.dataset, config.image_size, config.model.variant = "synthetic", 32, "tiny"
   (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
   _one_clear_line(run_cli(["--workdir", str(tmp_path)], module="googlenet_jax.evaluate"),
                   "has no checkpoint to evaluate")

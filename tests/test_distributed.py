@@ -11,8 +11,8 @@ import numpy as np
 
 from tests.conftest import REPO_ROOT
 
-RUN_FLAGS = ["--dataset", "synthetic", "--image-size", "32", "--batch-size", "16", "--lr", "0.01",
-             "--init", "he_normal", "--config.log_every_steps=1",
+RUN_FLAGS = ["--dataset", "synthetic", "--variant", "tiny", "--image-size", "32", "--batch-size", "16",
+             "--lr", "0.01", "--init", "he_normal", "--config.log_every_steps=1",
              "--config.checkpoint_every_steps=2", "--config.eval_batch_size=256"]
 
 

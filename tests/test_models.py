@@ -51,6 +51,19 @@ PAPER_TABLE_1 = {
 }
 
 
+def test_tiny_keeps_one_inception_block_per_stage():
+  tiny = abstract_variables(GoogLeNet(variant="tiny"), (32, 32, 1))["params"]
+  d2l = abstract_variables(GoogLeNet(), (32, 32, 1))["params"]
+  assert set(tiny) == set(d2l) - {f"inception_{n}" for n in ("3b", "4b", "4c", "4d", "4e", "5b")}
+  for name in ("conv1", "conv2_reduce", "conv2", "inception_3a"):  # same inputs: same shapes
+    chex.assert_trees_all_equal_shapes(tiny[name], d2l[name])
+  shapes = stage_shapes(GoogLeNet(variant="tiny"), (96, 96, 1))
+  assert shapes["stage_b3"] == (1, 6, 6, 256)  # 3a's 64 + 128 + 32 + 32 channels
+  assert shapes["stage_b4"] == (1, 3, 3, 512)  # 4a's 192 + 208 + 48 + 64
+  assert shapes["stage_b5"] == (1, 832)  # 5a's 256 + 320 + 128 + 128
+  assert shapes["__call__"] == (1, 10)
+
+
 def test_paper_output_sizes_follow_table_1():
   shapes = stage_shapes(GoogLeNet(num_classes=1000, variant="paper"), (224, 224, 3))
   for layer, size in PAPER_TABLE_1.items():

@@ -19,9 +19,10 @@ from googlenet_jax import checkpointing, stall, training
 from tests.conftest import REPO_ROOT, SilentReporter, tiny_config
 
 STEPS = 24
-RUN_FLAGS = ["--dataset", "synthetic", "--image-size", "32", "--batch-size", "16", "--steps",
-             str(STEPS), "--lr", "0.01", "--init", "he_normal", "--config.checkpoint_every_steps=3",
-             "--config.log_every_steps=1", "--config.eval_batch_size=512"]
+RUN_FLAGS = ["--dataset", "synthetic", "--variant", "tiny", "--image-size", "32", "--batch-size", "16",
+             "--steps", str(STEPS), "--lr", "0.01", "--init", "he_normal",
+             "--config.checkpoint_every_steps=3", "--config.log_every_steps=1",
+             "--config.eval_batch_size=512"]
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from googlenet_jax import cli, sweep, training
 from googlenet_jax.sweep import SchemeResult
 from tests.conftest import REPO_ROOT
 
-TINY_FLAGS = ["--dataset", "synthetic", "--image-size", "32", "--batch-size", "16", "--steps", "4",
-              "--lr", "0.01", "--log-every", "2", "--config.eval_batch_size=256",
+TINY_FLAGS = ["--dataset", "synthetic", "--variant", "tiny", "--image-size", "32", "--batch-size", "16",
+              "--steps", "4", "--lr", "0.01", "--log-every", "2", "--config.eval_batch_size=256",
               "--config.checkpoint_every_steps=2", "--inits", "kaiming,glorot"]
 SCHEMES = ["he_normal", "glorot_uniform"]  # what the aliases above resolve to
 
