@@ -66,7 +66,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--lr", type=float, help="learning rate (config.optimizer.lr)")
   parser.add_argument("--image-size", type=int, help="images are resized to this square size")
   parser.add_argument("--seed", type=int)
-  parser.add_argument("--variant", help="d2l, paper or tiny (d2l with one Inception block per stage, for smoke tests)")
+  parser.add_argument("--variant", help="d2l, paper, or tiny (d2l with one Inception block per "
+                      "stage, for smoke tests)")
   parser.add_argument("--batch-norm", action="store_true", default=None,
                       help="conv + BatchNorm + ReLU everywhere")
   parser.add_argument("--activation", help="relu, tanh, sigmoid, gelu or leaky_relu")
