@@ -32,7 +32,7 @@ INCEPTION_BLOCKS = (
 )
 AUX_AFTER = ("4a", "4d")
 # "tiny" keeps one Inception block per stage: the same stem, five stride-2 stages and
-# head as d2l with a third of the blocks, so it compiles about three times faster.
+# head as d2l with a third of the blocks, so it compiles 2-3x faster.
 # For smoke tests and the test suite's training-loop tests, not for results.
 TINY_BLOCKS = ("3a", "4a", "5a")
 

@@ -78,7 +78,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def tiny_config(**overrides):
   """configs/default.py shrunk for tests of the training loop: synthetic data, 32x32,
-  batch 16, the "tiny" GoogLeNet (one Inception block per stage, compiles ~3x faster)."""
+  batch 16, the "tiny" GoogLeNet (one Inception block per stage, compiles 2-3x faster)."""
   from googlenet_jax import configuration
   config = configuration.load_config_file(REPO_ROOT / "configs" / "default.py")
   config.dataset = "synthetic"
