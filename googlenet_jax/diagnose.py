@@ -55,7 +55,7 @@ def make_parser() -> argparse.ArgumentParser:
   parser.add_argument("--image-size", type=_positive_int, default=96,
                       help=f"images are resized to this square size (>= {MIN_IMAGE_SIZE})")
   parser.add_argument("--batch-size", type=_positive_int, default=128)
-  parser.add_argument("--variant", default="d2l", help=f"{' or '.join(VARIANTS)}")
+  parser.add_argument("--variant", default="d2l", help=", ".join(VARIANTS))
   parser.add_argument("--batch-norm", action="store_true",
                       help="conv + BatchNorm + activation everywhere")
   parser.add_argument("--activation", default="relu",
