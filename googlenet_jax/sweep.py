@@ -13,7 +13,9 @@ The default <out> is runs/sweep_<config name>, with _bn appended under --batch-n
 
 Re-running the same command with the same --out skips the finished schemes,
 resumes an interrupted one from its latest checkpoint, and rewrites the tables
-and plots. The train loss is logged every 10 steps (or every log_every_steps of
+and plots. With --report-only it trains nothing and writes the tables and plots
+of what <out> holds so far (a long sweep can be looked at while it runs); a run
+not finished yet shows as "unfinished". The train loss is logged every 10 steps (or every log_every_steps of
 the config where that is smaller; --log-every N chooses), which is the
 resolution of the steps-to-2.0 column.
 """
@@ -120,6 +122,7 @@ class SchemeResult:
   records: list[dict]
   summary: dict | None = None
   stopped: dict | None = None  # {"error": class name, "message": ...} when training stopped early
+  finished: bool = True  # False: trained (if at all) short of its total steps, not stopped early
 
   def split(self, name: str) -> list[dict]:
     return [r for r in self.records if r["split"] == name]
@@ -137,12 +140,13 @@ def read_records(path: pathlib.Path) -> list[dict]:
   return sorted(latest.values(), key=lambda r: r["step"])
 
 
-def load_result(workdir: pathlib.Path, scheme: str) -> SchemeResult:
+def load_result(workdir: pathlib.Path, scheme: str, total_steps: int) -> SchemeResult:
   summary = read_json(workdir / SUMMARY_FILE)
   records = read_records(workdir / METRICS_FILE)
   if summary:  # Records past the final step belong to an older, longer run.
     records = [r for r in records if r["step"] <= summary["step"]]
-  return SchemeResult(scheme, records, summary, read_json(workdir / STOPPED_FILE))
+  return SchemeResult(scheme, records, summary, read_json(workdir / STOPPED_FILE),
+                      finished=is_done(workdir, total_steps))
 
 
 def steps_to_loss(train_records: list[dict], threshold: float = LOSS_THRESHOLD) -> int | None:
@@ -165,12 +169,18 @@ def is_stalled(result: SchemeResult, final_loss: float | None, test_accuracy: fl
 
 def table_row(result: SchemeResult, num_classes: int, threshold: float = LOSS_THRESHOLD) -> dict:
   train = result.split("train")
+  if not result.finished:  # Half a run's figures would read as a result: none are shown.
+    last_step = train[-1]["step"] if train else 0
+    return {"scheme": result.scheme, "final_train_loss": None, "test_accuracy": None,
+            "steps_to_threshold": None, "stalled": None, "finished": False,
+            "note": f"unfinished (trained to step {last_step})"}
   final_loss = train[-1]["loss"] if train else None
   accuracy = result.summary.get("test_accuracy") if result.summary else None
   note = f"stopped: {result.stopped['message']}" if result.stopped else ""
   return {"scheme": result.scheme, "final_train_loss": final_loss, "test_accuracy": accuracy,
           "steps_to_threshold": steps_to_loss(train, threshold),
-          "stalled": is_stalled(result, final_loss, accuracy, num_classes), "note": note}
+          "stalled": is_stalled(result, final_loss, accuracy, num_classes), "finished": True,
+          "note": note}
 
 
 def build_table(results: list[SchemeResult], num_classes: int,
@@ -232,7 +242,7 @@ def write_report(out: pathlib.Path, config: ml_collections.ConfigDict, schemes: 
   """Writes the Markdown and CSV tables and the two plots from the workdirs; returns
   (the Markdown, the table's rows)."""
   from googlenet_jax import plots  # matplotlib only here.
-  results = [load_result(scheme_dir(out, s), s) for s in schemes]
+  results = [load_result(scheme_dir(out, s), s, total_steps) for s in schemes]
   rows = build_table(results, num_classes, threshold)
   tag, details = describe(config, config_name, total_steps)
   markdown = format_markdown(rows, f"Init sweep: {tag}", details, num_classes, threshold)
@@ -266,15 +276,17 @@ def train_schemes(configs: dict[str, ml_collections.ConfigDict], out: pathlib.Pa
 
 def run_sweep(config: ml_collections.ConfigDict, schemes: list[str], out: str | pathlib.Path,
               config_name: str = "config", make_reporter: Callable = default_reporter,
-              threshold: float = LOSS_THRESHOLD) -> str:
-  """Trains every scheme not yet done in <out>/<scheme>/, then writes the report; returns its Markdown."""
+              threshold: float = LOSS_THRESHOLD, train: bool = True) -> str:
+  """Trains every scheme not yet done in <out>/<scheme>/ (unless `train` is False), then
+  writes the report; returns its Markdown."""
   from googlenet_jax import training
   out = pathlib.Path(out)
   training.resolve_dtype(config)  # as train_and_evaluate saves it, for check_workdirs
   num_classes, total_steps = dataset_facts(config)
   configs = {s: scheme_config(config, s) for s in schemes}
   check_workdirs(out, configs)
-  train_schemes(configs, out, total_steps, make_reporter)
+  if train:
+    train_schemes(configs, out, total_steps, make_reporter)
   return write_report(out, config, schemes, config_name, num_classes, total_steps, threshold)[0]
 
 
@@ -287,6 +299,8 @@ def activation_config(config: ml_collections.ConfigDict, activation: str) -> ml_
 
 def grid_cell(row: dict) -> str:
   """A grid cell: the test accuracy, and whether the run stalled or diverged."""
+  if not row["finished"]:
+    return "unfinished"
   if row["note"] and "NaN/Inf" in row["note"]:
     return "diverged"
   accuracy = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
@@ -300,14 +314,15 @@ def format_grid(grid: dict[str, dict[str, dict]], activations: list[str], title:
   lines += [f"| {scheme} | " + " | ".join(grid_cell(row[a]) for a in activations) + " |"
             for scheme, row in grid.items()]
   lines += ["", "Cells: test accuracy after the full run; (stalled): the loss sat at chance "
-            "(see each activation's sweep.md); diverged: NaN/Inf stopped the run. Per-activation "
+            "(see each activation's sweep.md); diverged: NaN/Inf stopped the run; unfinished: "
+            "not trained to the end yet (a --report-only look at a grid in progress). Per-activation "
             "tables and curves: <activation>/sweep.md, train_loss.png, test_accuracy.png."]
   return "\n".join(lines) + "\n"
 
 
 def run_grid(config: ml_collections.ConfigDict, schemes: list[str], activations: list[str],
              out: str | pathlib.Path, config_name: str = "config",
-             make_reporter: Callable = default_reporter) -> str:
+             make_reporter: Callable = default_reporter, train: bool = True) -> str:
   """The init x activation grid: a sweep per activation in <out>/<activation>/, then
   <out>/grid.md, grid.csv and the heat map grid.png; returns the Markdown."""
   from googlenet_jax import plots, training  # matplotlib only here.
@@ -319,7 +334,8 @@ def run_grid(config: ml_collections.ConfigDict, schemes: list[str], activations:
   for activation, configs in cells.items():  # every refusal before any training
     check_workdirs(out / activation, configs)
   for activation, configs in cells.items():
-    train_schemes(configs, out / activation, total_steps, make_reporter, f"{activation} ")
+    if train:
+      train_schemes(configs, out / activation, total_steps, make_reporter, f"{activation} ")
   grid: dict[str, dict[str, dict]] = {s: {} for s in schemes}
   for activation, cfg in per_activation.items():
     _, rows = write_report(out / activation, cfg, schemes, config_name, num_classes, total_steps)
@@ -356,6 +372,8 @@ def make_parser() -> argparse.ArgumentParser:
   parser.add_argument("--out", help="folder of the per-scheme workdirs, tables and plots "
                       "(default: runs/sweep_<config name>[_bn], runs/grid_<config name>[_bn] "
                       "with --activations)")
+  parser.add_argument("--report-only", action="store_true", help="train nothing: write the "
+                      "tables and plots of the runs --out holds so far (unfinished runs say so)")
   parser.add_argument("--log-every", type=int, help="log the train loss every N steps: the "
                       f"resolution of steps-to-{LOSS_THRESHOLD:g} (default: the config's "
                       f"log_every_steps, at most {LOG_EVERY_STEPS})")
@@ -378,10 +396,10 @@ def main(argv=None) -> int:
   out = cli.prepare_workdir(args.out or pathlib.Path("runs") / (
       f"{kind}_{config_name}" + ("_bn" if config.model.batch_norm else "")))
   if activations:
-    print(run_grid(config, schemes, activations, out, args.config))
+    print(run_grid(config, schemes, activations, out, args.config, train=not args.report_only))
     print(f"grid: {out / GRID_MD}, {out / GRID_CSV}; heat map: {out / GRID_PLOT}")
     return 0
-  markdown = run_sweep(config, schemes, out, args.config)
+  markdown = run_sweep(config, schemes, out, args.config, train=not args.report_only)
   print(markdown)
   print(f"tables: {out / TABLE_MD}, {out / TABLE_CSV}; plots: {out / LOSS_PLOT}, {out / ACCURACY_PLOT}")
   return 0

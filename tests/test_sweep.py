@@ -145,8 +145,31 @@ def test_resumed_metrics_keep_the_latest_record_per_step(tmp_path):
   lines = train_records([2.3, 2.2, 2.1]) + train_records([2.3, 1.5])  # resumed from step 10
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
   (tmp_path / "summary.json").write_text(json.dumps({"step": 20, "test_accuracy": 0.5}))
-  result = sweep.load_result(tmp_path, "he_normal")
+  result = sweep.load_result(tmp_path, "he_normal", total_steps=20)
   assert [(r["step"], r["loss"]) for r in result.records] == [(10, 2.3), (20, 1.5)]
+  assert result.finished and not sweep.load_result(tmp_path, "he_normal", total_steps=30).finished
+
+
+def test_an_unfinished_run_shows_no_figures():
+  half_run = SchemeResult("he_normal", train_records([2.31, 2.0]), finished=False)
+  row = sweep.table_row(half_run, num_classes=10)
+  assert sweep.cells(row) == ["he_normal", "-", "-", "-", "-"]
+  assert row["note"] == "unfinished (trained to step 20)" and sweep.grid_cell(row) == "unfinished"
+
+
+def test_report_only_trains_nothing_and_marks_unfinished_runs(finished_sweep, tmp_path, monkeypatch):
+  out = copy_of(finished_sweep, tmp_path)
+  (out / "glorot_uniform" / "summary.json").unlink()  # as if still training
+
+  def must_not_train(*args):
+    raise AssertionError("--report-only trained")
+
+  monkeypatch.setattr(training, "train_and_evaluate", must_not_train)
+  assert run_sweep_cli(out, "--report-only") == 0
+  markdown = (out / sweep.TABLE_MD).read_text()
+  assert "- glorot_uniform: unfinished (trained to step 4)" in markdown
+  assert "| glorot_uniform | - | - | - | - |" in markdown
+  assert "| he_normal | - |" not in markdown  # the finished run keeps its figures
 
 
 def test_grid_of_inits_and_activations(tmp_path):
@@ -168,8 +191,8 @@ def test_grid_of_inits_and_activations(tmp_path):
 
 
 def test_grid_cells_say_stalled_and_diverged():
-  row = {"test_accuracy": 0.1, "stalled": True, "note": ""}
+  row = {"test_accuracy": 0.1, "stalled": True, "note": "", "finished": True}
   assert sweep.grid_cell(row) == "0.1000 (stalled)"
   assert sweep.grid_cell({**row, "stalled": False}) == "0.1000"
-  assert sweep.grid_cell({"test_accuracy": None, "stalled": None,
+  assert sweep.grid_cell({"test_accuracy": None, "stalled": None, "finished": True,
                           "note": "stopped: the loss ... became NaN/Inf at step 3"}) == "diverged"
