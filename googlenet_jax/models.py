@@ -1,4 +1,4 @@
-"""GoogLeNet (Inception v1): the d2l.ai Fashion-MNIST version and the paper's.
+"""GoogLeNet (Inception v1): the d2l.ai Fashion-MNIST version, the paper's, and a tiny d2l for tests.
 
 Every conv and dense layer takes its kernel_init and bias_init from the one
 `InitScheme` the model is given; nothing falls back to a Flax default.
@@ -123,7 +123,7 @@ class GoogLeNet(nn.Module):
   `init_scheme`: an InitScheme or its name; every conv/dense layer uses it.
   (Not called `init`: that name would hide `flax.linen.Module.init`.)
   `batch_norm=True`: conv without bias + BatchNorm + activation everywhere.
-  `aux_logits=True`: in training, returns (logits, [aux_4a, aux_4d]).
+  `aux_logits=True`: in training, returns (logits, [aux_4a, aux_4d]) (tiny has no 4d: [aux_4a]).
   `dtype`: computation dtype (parameters stay float32).
   """
 
@@ -164,6 +164,7 @@ class GoogLeNet(nn.Module):
     # b3, b4, b5.
     aux_outputs = []
     blocks = inception_blocks(self.variant)
+    pools = pool_after(blocks)
     for name, c1, c2, c3, c4 in blocks:
       x = Inception(c1, c2, c3, c4, name=f"inception_{name}", **common)(x, train)
       if self.aux_logits and name in AUX_AFTER:
@@ -172,7 +173,7 @@ class GoogLeNet(nn.Module):
         aux = head(x, train)
         if train:
           aux_outputs.append(aux)
-      if name in pool_after(blocks):
+      if name in pools:
         x = max_pool(x, 3, 2, 1)
         self.sow("intermediates", f"stage_b{name[0]}", x)
 

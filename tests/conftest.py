@@ -1,6 +1,6 @@
-"""Shared fixtures: parameter shapes of both variants, tiny IDX datasets.
+"""Shared fixtures: kernel shapes of the d2l and paper variants, tiny IDX datasets, short runs.
 
-Compiling the tiny GoogLeNet dominates most tests, and many compile the same
+Compiling GoogLeNet (mostly the "tiny" variant at 32x32) dominates most tests, and many compile the same
 program: a persistent compilation cache (shared with the train.py subprocesses
 the tests start, through the environment) compiles each program once per machine,
 and XLA's cheapest optimization level (jax_disable_most_optimizations) compiles
@@ -123,7 +123,7 @@ class SilentReporter:
     return {"step": step, **test_metrics, **(extra or {})}
 
 
-def train_tiny(init, tmp_path, **overrides):
+def train_short_d2l(init, tmp_path, **overrides):
   """12 steps of tiny_config on the full d2l GoogLeNet (lr 0.1 unless overridden), stall
   check from step 8: the stall and LSUV tests show the lesson on the real network's depth.
 

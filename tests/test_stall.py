@@ -5,7 +5,7 @@ import math
 import pytest
 
 from googlenet_jax import stall
-from tests.conftest import train_tiny
+from tests.conftest import train_short_d2l
 
 CHANCE = math.log(10)
 
@@ -49,12 +49,12 @@ def test_recovered_run_is_not_reported_stalled():
 
 
 def test_torch_default_run_warns_and_healthy_run_does_not(tmp_path):
-  summary, warnings, _ = train_tiny("torch_default", tmp_path)
+  summary, warnings, _ = train_short_d2l("torch_default", tmp_path)
   assert summary["stalled"] and len(warnings) == 1, warnings
-  summary, warnings, _ = train_tiny("he_normal", tmp_path)
+  summary, warnings, _ = train_short_d2l("he_normal", tmp_path)
   assert not summary["stalled"] and not warnings
 
 
 def test_fail_on_stall_stops_the_run(tmp_path):
   with pytest.raises(stall.TrainingStalled):
-    train_tiny("torch_default", tmp_path, fail_on_stall=True)
+    train_short_d2l("torch_default", tmp_path, fail_on_stall=True)
