@@ -246,6 +246,7 @@ def write_report(out: pathlib.Path, config: ml_collections.ConfigDict, schemes: 
   rows = build_table(results, num_classes, threshold)
   tag, details = describe(config, config_name, total_steps)
   markdown = format_markdown(rows, f"Init sweep: {tag}", details, num_classes, threshold)
+  out.mkdir(parents=True, exist_ok=True)  # --report-only on a grid column not started yet
   (out / TABLE_MD).write_text(markdown)
   write_csv(rows, out / TABLE_CSV, config.model.batch_norm, threshold)
   records = {r.scheme: r.records for r in results}

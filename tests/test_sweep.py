@@ -189,6 +189,15 @@ def test_grid_of_inits_and_activations(tmp_path):
   assert config["init"] == "normal:std=0.02" and config["model"]["activation"] == "tanh"
   assert (out / "relu" / sweep.TABLE_MD).is_file()  # each activation's own sweep report
 
+  shutil.rmtree(out / "tanh")  # a column not started yet: --report-only draws it, trains nothing
+  assert sweep.main(flags + ["--steps", "2", "--inits", "kaiming,normal:std=0.02", "--activations",
+                             "relu,tanh", "--out", str(out), "--report-only"]) == 0
+  relu_cell = sweep.grid_cell({**rows[2], "test_accuracy": float(rows[2]["test accuracy"]),
+                               "stalled": rows[2]["stalled"] == "True", "finished": True})
+  assert f"| normal:std=0.02 | {relu_cell} | unfinished |" in (out / sweep.GRID_MD).read_text()
+  assert sorted(p.name for p in (out / "tanh").iterdir()) == sorted(
+      [sweep.TABLE_MD, sweep.TABLE_CSV, sweep.LOSS_PLOT, sweep.ACCURACY_PLOT])
+
 
 def test_grid_cells_say_stalled_and_diverged():
   row = {"test_accuracy": 0.1, "stalled": True, "note": "", "finished": True}
