@@ -96,12 +96,13 @@ def plot_grid_heatmap(accuracy: list[list[float | None]], labels: list[list[str]
   annotated with `labels` (accuracy, stalled/diverged); chance is the bottom of the scale."""
   values = [[math.nan if v is None else v for v in row] for row in accuracy]
   fig, ax = plt.subplots(figsize=(2.2 * len(columns) + 3, 0.6 * len(rows) + 2))
-  image = ax.imshow(values, cmap="viridis", vmin=1 / num_classes, vmax=1.0, aspect="auto")
+  no_accuracy = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")  # diverged, unfinished: grey
+  image = ax.imshow(values, cmap=no_accuracy, vmin=1 / num_classes, vmax=1.0, aspect="auto")
   ax.set_xticks(range(len(columns)), columns)
   ax.set_yticks(range(len(rows)), rows)
   for i, row in enumerate(labels):
     for j, text in enumerate(row):
-      dark = math.isnan(values[i][j]) or values[i][j] < 0.6
+      dark = values[i][j] < 0.6  # NaN (grey) compares False: black text
       ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black", fontsize=9)
   ax.set(xlabel="activation", ylabel="init scheme", title=title)
   fig.colorbar(image, ax=ax, label=f"test accuracy (chance = {1 / num_classes:.2f})")
