@@ -15,9 +15,9 @@ Re-running the same command with the same --out skips the finished schemes,
 resumes an interrupted one from its latest checkpoint, and rewrites the tables
 and plots. With --report-only it trains nothing and writes the tables and plots
 of what <out> holds so far (a long sweep can be looked at while it runs); a run
-not finished yet shows as "unfinished". The train loss is logged every 10 steps (or every log_every_steps of
-the config where that is smaller; --log-every N chooses), which is the
-resolution of the steps-to-2.0 column.
+not finished yet shows as "unfinished". The train loss is logged every 10 steps
+(or every log_every_steps of the config where that is smaller; --log-every N
+chooses), which is the resolution of the steps-to-2.0 column.
 """
 
 from __future__ import annotations
