@@ -13,6 +13,8 @@ import functools
 import gzip
 import os
 import pathlib
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
@@ -76,6 +78,33 @@ def tiny_idx_dir(tmp_path):
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+def run_subprocess(args, cwd=REPO_ROOT, module=None) -> subprocess.CompletedProcess:
+  """`python train.py args` (or `python -m module args`) in a process of its own."""
+  command = [sys.executable] + (["-m", module] if module else [str(REPO_ROOT / "train.py")]) + args
+  return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def run_main(capfd, monkeypatch):
+  """Runs an entry point's `main(argv)` the way its `__main__` does (through cli.run, from
+  the repository root) in this process, and returns what a subprocess run would give:
+  CompletedProcess(argv, exit code, stdout, stderr). A Python process per call costs
+  ~2 s of imports; tests/test_cli.py checks once per entry point that a real process
+  exits the same way."""
+  from googlenet_jax import cli
+  monkeypatch.chdir(REPO_ROOT)
+
+  def run(main, argv):
+    capfd.readouterr()  # only this call's output
+    try:
+      code = cli.run(lambda: main(argv))
+    except SystemExit as e:  # argparse: --help and usage errors
+      code = e.code
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+  return run
+
+
 def tiny_config(**overrides):
   """configs/default.py shrunk for tests of the training loop: synthetic data, 32x32,
   batch 16, the "tiny" GoogLeNet (one Inception block per stage, compiles 2-3x faster)."""
@@ -124,14 +153,15 @@ class SilentReporter:
 
 
 def train_short_d2l(init, tmp_path, **overrides):
-  """12 steps of tiny_config on the full d2l GoogLeNet (lr 0.1 unless overridden), stall
-  check from step 8: the stall and LSUV tests show the lesson on the real network's depth.
+  """12 steps of tiny_config (lr 0.01) on the full d2l GoogLeNet, stall check from step 8:
+  the stall and LSUV tests show the lesson on the real network's depth. One config for
+  all of them, so they share one compiled train step through the compilation cache.
 
   Returns (summary, the stall warnings printed, the logged train metrics).
   """
   from googlenet_jax.training import train_and_evaluate
   reporter = SilentReporter()
   config = tiny_config(**{"init": init, "steps": 12, "log_every_steps": 4, "stall_check_steps": 8,
-                          "optimizer.lr": 0.1, "model.variant": "d2l", **overrides})
+                          "model.variant": "d2l", **overrides})
   summary = train_and_evaluate(config, str(tmp_path / init), reporter)
   return summary, [m for m in reporter.messages if "stalled" in m], reporter.train

@@ -1,4 +1,8 @@
-"""train.py and evaluate answer bad input with one clear line and exit code 2, before any work."""
+"""train.py and evaluate answer bad input with one clear line and exit code 2, before any work.
+
+The cases run each entry point's main() in this process (the `run_main` fixture);
+`test_a_real_process_exits_2_with_one_line` checks every entry point once as its own process.
+"""
 
 import hashlib
 import json
@@ -9,7 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, write_idx
+import train
+from googlenet_jax import evaluate
+from tests.conftest import REPO_ROOT, run_subprocess, write_idx
 
 BAD_TRAIN_ARGS = [
     (["--init", "glorious"], "unknown init scheme 'glorious'"),
@@ -42,25 +48,20 @@ BAD_TRAIN_ARGS = [
 ]
 
 
-def run_cli(args, cwd=REPO_ROOT, module=None):
-  command = [sys.executable] + (["-m", module] if module else [str(REPO_ROOT / "train.py")]) + args
-  return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
 def snapshot(directory: pathlib.Path) -> dict:
   return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
           for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("args,message", BAD_TRAIN_ARGS, ids=[" ".join(a) for a, _ in BAD_TRAIN_ARGS])
-def test_bad_train_input(args, message, tmp_path):
+def test_bad_train_input(args, message, tmp_path, run_main):
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "keep.txt").write_text("user data")
   before = snapshot(workdir)
   if "--workdir" not in args:
     args = args + ["--workdir", str(workdir)]
-  result = run_cli(args)
+  result = run_main(train.main, args)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -73,7 +74,7 @@ def test_bad_train_input(args, message, tmp_path):
     ("magic", "not an IDX file"),
     ("missing", "no t10k-images-idx3-ubyte.gz"),
 ])
-def test_bad_data_dir(tiny_idx_dir, tmp_path, damage, message):
+def test_bad_data_dir(tiny_idx_dir, tmp_path, damage, message, run_main):
   path = tiny_idx_dir / "t10k-images-idx3-ubyte.gz"
   if damage == "missing":
     path.unlink()
@@ -81,17 +82,17 @@ def test_bad_data_dir(tiny_idx_dir, tmp_path, damage, message):
     write_idx(path, np.zeros(20))  # a labels file where images belong: wrong magic
   else:
     path.write_bytes(path.read_bytes()[:100])
-  result = run_cli(["--data-dir", str(tiny_idx_dir), "--workdir", str(tmp_path / "w")])
+  result = run_main(train.main, ["--data-dir", str(tiny_idx_dir), "--workdir", str(tmp_path / "w")])
   assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
 
 
-def test_evaluate_bad_workdir(tmp_path):
-  result = run_cli(["--workdir", str(tmp_path)], module="googlenet_jax.evaluate")
+def test_evaluate_bad_workdir(tmp_path, run_main):
+  result = run_main(evaluate.main, ["--workdir", str(tmp_path)])
   assert result.returncode == 2 and "not a train.py workdir" in result.stderr
 
 
-def test_help_documents_flags_and_inits():
-  result = run_cli(["--help"])
+def test_help_documents_flags_and_inits(run_main):
+  result = run_main(train.main, ["--help"])
   assert result.returncode == 0
   for text in ("--init", "--config.optimizer.lr", "torch_default", "U(+-1/sqrt(fan_in))", "--batch-norm"):
     assert text in result.stdout
@@ -107,7 +108,7 @@ def _one_clear_line(result, message):
     ("other_config", "holds a run with another config: model.variant ('paper' in the checkpoint"),
     ("no_config", "holds checkpoints but no config.json"),
 ])
-def test_workdir_of_another_run_is_refused_untouched(kind, message, tmp_path):
+def test_workdir_of_another_run_is_refused_untouched(kind, message, tmp_path, run_main):
   from googlenet_jax import configuration
   workdir = tmp_path / "run"
   (workdir / "checkpoints" / "200").mkdir(parents=True)
@@ -118,7 +119,7 @@ def test_workdir_of_another_run_is_refused_untouched(kind, message, tmp_path):
     other.model.dtype = "float32"  # as train.py saves it on the CPU ("auto" resolved)
     (workdir / "config.json").write_text(json.dumps(other.to_dict()))
   before = snapshot(workdir)
-  _one_clear_line(run_cli(["--workdir", str(workdir)]), message)
+  _one_clear_line(run_main(train.main, ["--workdir", str(workdir)]), message)
   assert snapshot(workdir) == before
 
 
@@ -137,10 +138,22 @@ def test_bad_benchmark_input(args, message):
   _one_clear_line(result, message)
 
 
-def test_evaluate_workdir_without_checkpoint(tmp_path):
+def test_evaluate_workdir_without_checkpoint(tmp_path, run_main):
   from googlenet_jax import configuration
   config = configuration.load_config_file(REPO_ROOT / "configs" / "default.py")
   config.dataset, config.image_size, config.model.variant = "synthetic", 32, "tiny"
   (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
-  _one_clear_line(run_cli(["--workdir", str(tmp_path)], module="googlenet_jax.evaluate"),
-                  "has no checkpoint to evaluate")
+  _one_clear_line(run_main(evaluate.main, ["--workdir", str(tmp_path)]), "has no checkpoint to evaluate")
+
+
+@pytest.mark.parametrize("module,args,message", [
+    (None, ["--init", "glorious", "--workdir", "{out}"], "unknown init scheme 'glorious'"),
+    ("googlenet_jax.evaluate", ["--workdir", "{out}"], "not a train.py workdir"),
+    ("googlenet_jax.diagnose", ["--variant", "resnet", "--out", "{out}"], "unknown variant 'resnet'"),
+    ("googlenet_jax.sweep", ["--log-every", "0", "--out", "{out}"], "--log-every must be positive"),
+])
+def test_a_real_process_exits_2_with_one_line(module, args, message, tmp_path):
+  """Each entry point's `__main__` turns a user error into exit code 2 and one line."""
+  out = tmp_path / "out"
+  _one_clear_line(run_subprocess([a.replace("{out}", str(out)) for a in args], module=module), message)
+  assert not out.exists()

@@ -116,8 +116,7 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     (["--batch-size", "0"], "must be positive"),
     (["--dataset", "nope"], "unknown dataset 'nope'"),
 ])
-def test_bad_input_is_one_line_and_exit_2(flags, message, tmp_path):
-  from tests.test_cli import run_cli
-  result = run_cli(flags + ["--out", str(tmp_path / "d")], module="googlenet_jax.diagnose")
+def test_bad_input_is_one_line_and_exit_2(flags, message, tmp_path, run_main):
+  result = run_main(diagnose.main, flags + ["--out", str(tmp_path / "d")])
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]

@@ -31,6 +31,17 @@ EXPECTED_VARIANCE = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def optimized_xla():
+  """XLA's full optimizations for this module: conftest's lowest level compiles models
+  faster, but here the kernels are drawn op by op (a few small programs per shape) and
+  unoptimized RNG code runs slower than it compiles (this file: 78 -> 57 s alone)."""
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
+
+
 def assert_moments(sample: np.ndarray, variance: float, what: str) -> None:
   """Mean 0 and the given variance, within 6 standard errors for this sample size.
 

@@ -61,10 +61,11 @@ def test_bad_tolerance():
 
 
 def test_lsuv_trains_where_torch_default_stalls(tmp_path):
-  # LSUV's unit-variance logits take larger steps than he_normal's: lr 0.1 diverges here.
-  lsuv_summary, warnings, lsuv_train = train_short_d2l("lsuv", tmp_path, **{"optimizer.lr": 0.01})
+  # At train_short_d2l's lr 0.01: LSUV's unit-variance logits take larger steps than
+  # he_normal's, and lr 0.1 diverges here.
+  lsuv_summary, warnings, lsuv_train = train_short_d2l("lsuv", tmp_path)
   assert not lsuv_summary["stalled"] and not warnings
-  torch_summary, _, torch_train = train_short_d2l("torch_default", tmp_path, **{"optimizer.lr": 0.01})
+  torch_summary, _, torch_train = train_short_d2l("torch_default", tmp_path)
   assert torch_summary["stalled"]
   # torch_default's logits ignore the input and its loss does not move; LSUV's do and it falls.
   assert max(m["logit_std"] for m in torch_train) < 1e-5 < 1e-2 < min(m["logit_std"] for m in lsuv_train)

@@ -3,14 +3,11 @@
 import csv
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from googlenet_jax import cli, sweep, training
 from googlenet_jax.sweep import SchemeResult
-from tests.conftest import REPO_ROOT
 
 TINY_FLAGS = ["--dataset", "synthetic", "--variant", "tiny", "--image-size", "32", "--batch-size", "16",
               "--steps", "4", "--lr", "0.01", "--log-every", "2", "--config.eval_batch_size=256",
@@ -103,10 +100,9 @@ def test_interrupted_scheme_resumes_from_its_checkpoint(finished_sweep, tmp_path
     (["--activations", "relu,swish"], "--activations: unknown activation 'swish'"),
     (["--inits", "he_normal:mode=sideways"], "bad value 'sideways' for mode"),
 ])
-def test_bad_input_exits_2_before_any_work(flags, message, tmp_path):
+def test_bad_input_exits_2_before_any_work(flags, message, tmp_path, run_main):
   out = tmp_path / "out"
-  result = subprocess.run([sys.executable, "-m", "googlenet_jax.sweep", "--out", str(out), *flags],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  result = run_main(sweep.main, ["--out", str(out), *flags])
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
   assert message in lines[0] and not out.exists()
