@@ -52,6 +52,7 @@ def main(argv=None) -> int:
       args.workdir or pathlib.Path("runs") / f"{pathlib.Path(args.config).stem}_{inits.slug(config.init)}")
 
   from googlenet_jax import reporting, sharding, training  # JAX starts here, after the flags are checked.
+  sharding.one_cpu_device_per_core(config.batch_size, processes=args.num_processes or 1)
   reporter = reporting.Reporter(workdir) if sharding.is_main_process() else reporting.QuietReporter()
   training.train_and_evaluate(config, str(workdir), reporter)
   return 0

@@ -76,9 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                  help="untimed steps after the first (compiling) one")
   p.add_argument("--peak-gflops", type=_positive(float), default=330.0,
                  help="the machine's peak GFLOP/s for --dtype, for the utilisation figure")
+  p.add_argument("--cpu-devices", type=_positive(int), default=None,
+                 help="JAX CPU devices the batch is split over (default: as train.py, one per "
+                      "core that divides the batch; ignored on GPU/TPU)")
   p.add_argument("--no-torch", action="store_true", help="skip the PyTorch runs")
   p.add_argument("--out", default=None, help="write the results as JSON to this path")
-  p.add_argument("--worker", choices=("jax", "torch_nchw", "torch_channels_last"),
+  p.add_argument("--worker", choices=("jax", "jax_one_device", "torch_nchw", "torch_channels_last"),
                  help=argparse.SUPPRESS)
   return p
 
@@ -166,17 +169,22 @@ def run_jax(args) -> dict:
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from googlenet_jax import GoogLeNet
+  from googlenet_jax import GoogLeNet, sharding
 
+  if args.cpu_devices:
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+  else:
+    sharding.one_cpu_device_per_core(args.batch_size)
+  mesh = sharding.make_mesh()
   dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
   model = GoogLeNet(variant=args.variant, init_scheme="glorot", dtype=dtype)
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((args.batch_size, args.image_size, args.image_size, 1),
-                                      np.float32))
-  y = jnp.asarray(rng.integers(0, 10, args.batch_size), jnp.int32)
-  params = model.init(jax.random.key(0), x[:1], train=False)["params"]
+  x = rng.standard_normal((args.batch_size, args.image_size, args.image_size, 1), np.float32)
+  y = rng.integers(0, 10, args.batch_size).astype(np.int32)
+  params = model.init(jax.random.key(0), jnp.asarray(x[:1]), train=False)["params"]
   tx = optax.sgd(0.01)
-  opt_state = tx.init(params)
+  params, opt_state = sharding.put_replicated((params, tx.init(params)), mesh)
+  x, y = sharding.put_batch((x, y), mesh)
 
   def step(params, opt_state, x, y, key):
     def loss_fn(p):
@@ -188,7 +196,8 @@ def run_jax(args) -> dict:
 
   key = jax.random.key(1)
   t = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, x, y, key).compile()
+  compiled = jax.jit(step, donate_argnums=(0, 1), out_shardings=sharding.replicated(mesh)).lower(
+      params, opt_state, x, y, key).compile()
   compile_s = time.perf_counter() - t
   state = {"params": params, "opt": opt_state}
 
@@ -200,7 +209,8 @@ def run_jax(args) -> dict:
   result = _time_steps(run_step, args.steps, args.warmup)
   result["compile_s"] = compile_s
   device = jax.devices()[0]
-  result["backend"] = f"jax {jax.__version__} {jax.default_backend()} ({device.device_kind})"
+  result["backend"] = (f"jax {jax.__version__} {jax.default_backend()} ({device.device_kind}), "
+                       f"{mesh.size} device{'s' if mesh.size > 1 else ''}")
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
   if stats and "peak_bytes_in_use" in stats:
     result["device_peak_mib"] = stats["peak_bytes_in_use"] / (1 << 20)
@@ -234,7 +244,9 @@ def run_torch(args, channels_last: bool) -> dict:
 
 
 def _worker(args) -> int:
-  if args.worker == "jax":
+  if args.worker.startswith("jax"):
+    if args.worker == "jax_one_device":
+      args.cpu_devices = 1
     result = run_jax(args)
   else:
     result = run_torch(args, channels_last=args.worker == "torch_channels_last")
@@ -295,6 +307,8 @@ def main(argv=None) -> int:
       "notes": [],
   }
   names = ["jax"]
+  if args.cpu_devices is None and (os.cpu_count() or 1) > 1:
+    names.append("jax_one_device")  # what splitting the batch over the cores gains
   if args.no_torch:
     report["notes"].append("PyTorch skipped (--no-torch)")
   elif not _torch_available():

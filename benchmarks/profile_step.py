@@ -69,12 +69,13 @@ def compile_step(args):
   model = GoogLeNet(num_classes=10, variant=args.variant, init_scheme="glorot_uniform",
                     dtype=jnp.dtype(args.dtype))
   tx = optax.sgd(0.01)
-  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh()
   image_shape = (args.image_size, args.image_size, 1)
   state = training.create_train_state(model, tx, jax.random.key(0), image_shape, mesh)
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.integers(0, 256, (args.batch_size, 28, 28, 1)), jnp.uint8)
-  labels = jnp.asarray(rng.integers(0, 10, args.batch_size), jnp.int32)
+  images = rng.integers(0, 256, (args.batch_size, 28, 28, 1)).astype(np.uint8)
+  labels = rng.integers(0, 10, args.batch_size).astype(np.int32)
+  images, labels = sharding.put_batch((images, labels), mesh)
   compiled = training.make_train_step(model, tx, args.image_size).lower(state, images, labels).compile()
   return compiled, state, images, labels
 
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--top", type=int, default=15)
   args = parser.parse_args(argv)
+  sharding.one_cpu_device_per_core(args.batch_size)  # the devices train.py would use
 
   compiled, state, images, labels = compile_step(args)
   wall = []
@@ -101,7 +103,8 @@ def main(argv=None) -> int:
       wall.append(time.perf_counter() - start)
   step_ms = 1e3 * float(np.median(wall))
   print(f"step: {step_ms:.0f} ms median of {args.steps} "
-        f"({args.batch_size / step_ms * 1e3:.1f} images/s, {jax.default_backend()})")
+        f"({args.batch_size / step_ms * 1e3:.1f} images/s, "
+        f"{jax.device_count()} x {jax.default_backend()})")
 
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):

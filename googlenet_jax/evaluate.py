@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     config.data_dir = args.data_dir
 
   from googlenet_jax import input_pipeline, sharding, training
+  sharding.one_cpu_device_per_core(config.eval_batch_size)
   dataset = input_pipeline.load_dataset(config.dataset, config.data_dir or None)
   mesh = sharding.make_mesh()
   run = training.setup_run(config, dataset, mesh)

@@ -33,7 +33,7 @@ from typing import Callable
 
 import ml_collections
 
-from googlenet_jax import checkpointing, cli, configuration, inits, input_pipeline
+from googlenet_jax import checkpointing, cli, configuration, inits, input_pipeline, sharding
 from googlenet_jax.layers import ACTIVATIONS
 from googlenet_jax.reporting import METRICS_FILE
 
@@ -388,6 +388,7 @@ def main(argv=None) -> int:
                         "--inits a,b,c instead of --init")
   schemes = cli.parse_init_list(args.inits, "--inits")
   config = cli.build_config(args, extra)
+  sharding.one_cpu_device_per_core(config.batch_size)
   if args.log_every is not None and args.log_every <= 0:
     raise cli.UserError(f"--log-every must be positive, got {args.log_every}")
   config.log_every_steps = args.log_every or min(config.log_every_steps, LOG_EVERY_STEPS)

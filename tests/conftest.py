@@ -29,6 +29,13 @@ import pytest
 
 from googlenet_jax import GoogLeNet
 
+# One CPU device in pytest's own processes (unless XLA_FLAGS asks for more), whichever
+# test first runs an entry point's main() in-process: train.main would otherwise give this
+# process one device per core (sharding.one_cpu_device_per_core) and every later test in
+# it would run on those. The train.py processes the tests start choose as a user's would.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  jax.config.update("jax_num_cpu_devices", 1)
+
 
 def abstract_variables(model, image_shape, train=False):
   """Variables of `model` for one image, as shapes only (no compute)."""

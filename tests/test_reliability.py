@@ -87,7 +87,10 @@ def final_fingerprint(workdir: pathlib.Path) -> str:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, env):
   workdir = tmp_path_factory.mktemp("reference")
-  finish(workdir, env)
+  run = finish(workdir, env)
+  # Like a user's, these runs split the batch over one CPU device per core that divides it.
+  cores = len(os.sched_getaffinity(0))
+  assert f"devices {max(d for d in range(1, cores + 1) if 16 % d == 0)} x cpu" in run.stderr
   return final_fingerprint(workdir)
 
 
