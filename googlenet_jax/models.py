@@ -6,7 +6,7 @@ Every conv and dense layer takes its kernel_init and bias_init from the one
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

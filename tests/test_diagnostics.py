@@ -3,7 +3,6 @@
 import json
 import math
 
-import jax.numpy as jnp
 import pytest
 
 from googlenet_jax import diagnose, diagnostics, input_pipeline
