@@ -307,7 +307,8 @@ def main(argv=None) -> int:
       "notes": [],
   }
   names = ["jax"]
-  if args.cpu_devices is None and (os.cpu_count() or 1) > 1:
+  from googlenet_jax import sharding
+  if args.cpu_devices is None and sharding.cpu_devices_for(args.batch_size) > 1:
     names.append("jax_one_device")  # what splitting the batch over the cores gains
   if args.no_torch:
     report["notes"].append("PyTorch skipped (--no-torch)")

@@ -31,6 +31,14 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                              process_id=process_id)
 
 
+def cpu_devices_for(batch_size: int, processes: int = 1, cores: int | None = None) -> int:
+  """The most devices per process, at most one per core (this machine's by default), that
+  split `batch_size` evenly over `processes` x devices."""
+  if cores is None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+  return max(d for d in range(1, cores + 1) if batch_size % (processes * d) == 0)
+
+
 def one_cpu_device_per_core(batch_size: int, processes: int = 1, cores: int | None = None) -> int | None:
   """Gives the CPU backend one JAX device per core: as many as split `batch_size` evenly
   over `processes` x devices.
@@ -49,9 +57,7 @@ def one_cpu_device_per_core(batch_size: int, processes: int = 1, cores: int | No
   if jax.config.jax_num_cpu_devices >= 0 or re.search(
       r"--xla_force_host_platform_device_count\b", os.environ.get("XLA_FLAGS", "")):
     return None
-  if cores is None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-  count = max(d for d in range(1, cores + 1) if batch_size % (processes * d) == 0)
+  count = cpu_devices_for(batch_size, processes, cores)
   try:
     jax.config.update("jax_num_cpu_devices", count)
   except RuntimeError:  # the backend has started: its devices stay as they are

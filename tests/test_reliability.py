@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from googlenet_jax import checkpointing, stall, training
+from googlenet_jax import checkpointing, sharding, stall, training
 from tests.conftest import REPO_ROOT, SilentReporter, tiny_config
 
 STEPS = 24
@@ -89,8 +89,7 @@ def reference(tmp_path_factory, env):
   workdir = tmp_path_factory.mktemp("reference")
   run = finish(workdir, env)
   # Like a user's, these runs split the batch over one CPU device per core that divides it.
-  cores = len(os.sched_getaffinity(0))
-  assert f"devices {max(d for d in range(1, cores + 1) if 16 % d == 0)} x cpu" in run.stderr
+  assert f"devices {sharding.cpu_devices_for(16)} x cpu" in run.stderr
   return final_fingerprint(workdir)
 
 
